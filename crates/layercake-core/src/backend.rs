@@ -1,0 +1,156 @@
+//! [`Backend`]: the one trait every tier implements.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::capability::Capability;
+use crate::entry::Entry;
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::selector::Selector;
+
+/// A cache tier: memory, Redis, PostgreSQL, a directory, or anything else.
+///
+/// Required: [`get`](Backend::get), [`set`](Backend::set), [`delete`](Backend::delete),
+/// [`kind`](Backend::kind), [`capability`](Backend::capability). Everything else has a default
+/// that a backend overrides when it can do better (and says so in its [`Capability`]).
+///
+/// The contract, checked case by case by `layercake-testkit`'s conformance suite:
+/// - a key never written, deleted, or past its entry's `retain_until` is a miss: `Ok(None)`;
+/// - an error (unreachable server, timeout, …) is `Err`, never reported as a miss;
+/// - `set` then `get` returns an entry equal to the one written — value bytes (empty and
+///   1 MiB included), created-at, expiry, stale-until, version, tags, format, compression
+///   and flags;
+/// - a second `set` of a key replaces the first entirely;
+/// - `set` of an entry already past `retain_until` stores nothing and removes any older copy;
+/// - `delete` of a missing key is `Ok(())`;
+/// - `get_many` returns, in order, exactly what a loop of `get` returns (duplicates allowed);
+///   `set_many` and `delete_many` are equivalent to loops of `set` and `delete`;
+/// - `invalidate(Prefix(p))` removes exactly the keys starting with the literal text `p`
+///   (`*`, `?`, `[`, `\` and `%` have no special meaning); `invalidate(Tag(t))` removes exactly
+///   the entries tagged `t`; a selector the backend cannot serve is
+///   [`Unsupported`](crate::ErrorKind::Unsupported), consistent with [`Capability`];
+/// - `clear` removes every entry of this backend instance (its own prefix, table or directory
+///   only, never other data on the same server);
+/// - hostile keys (path traversal, SQL quotes, glob characters, unicode, the longest allowed
+///   key) round-trip and never reach anywhere but the backend's own storage;
+/// - concurrent writers never produce a torn entry: a read returns one of the written entries;
+/// - stored bytes that are not a valid envelope for the key are a miss, are removed, and are
+///   counted in [`corrupt_reads`](Backend::corrupt_reads); they are never returned;
+/// - `health` is `Ok` when the backend can serve requests.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// The backend kind: `"memory"`, `"redis"`, `"postgres"`, `"file"`, … (bounded, used in
+    /// metrics and errors).
+    fn kind(&self) -> &'static str;
+
+    /// What the backend supports natively.
+    fn capability(&self) -> Capability;
+
+    /// Read an entry.
+    async fn get(&self, key: &Key) -> Result<Option<Entry>>;
+
+    /// Write an entry (replacing any previous one). The backend keeps it until
+    /// `entry.retain_until()`.
+    async fn set(&self, key: &Key, entry: &Entry) -> Result<()>;
+
+    /// Remove an entry; removing a missing key succeeds.
+    async fn delete(&self, key: &Key) -> Result<()>;
+
+    /// Read several entries; the result has one slot per key, in order.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
+    }
+
+    /// Write several entries.
+    async fn set_many(&self, items: &[(Key, Entry)]) -> Result<()> {
+        for (k, e) in items {
+            self.set(k, e).await?;
+        }
+        Ok(())
+    }
+
+    /// Remove several entries.
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        for k in keys {
+            self.delete(k).await?;
+        }
+        Ok(())
+    }
+
+    /// Remove every entry the selector matches.
+    async fn invalidate(&self, selector: &Selector) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "{} backend cannot invalidate by {selector:?}",
+            self.kind()
+        ))
+        .with_backend(self.kind()))
+    }
+
+    /// Remove every entry of this backend instance.
+    async fn clear(&self) -> Result<()> {
+        Err(
+            Error::unsupported(format!("{} backend cannot clear", self.kind()))
+                .with_backend(self.kind()),
+        )
+    }
+
+    /// Check that the backend can serve requests.
+    async fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// How many stored copies failed to decode and were removed since start.
+    fn corrupt_reads(&self) -> u64 {
+        0
+    }
+}
+
+/// A shared, type-erased backend.
+pub type DynBackend = Arc<dyn Backend>;
+
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn capability(&self) -> Capability {
+        (**self).capability()
+    }
+    async fn get(&self, key: &Key) -> Result<Option<Entry>> {
+        (**self).get(key).await
+    }
+    async fn set(&self, key: &Key, entry: &Entry) -> Result<()> {
+        (**self).set(key, entry).await
+    }
+    async fn delete(&self, key: &Key) -> Result<()> {
+        (**self).delete(key).await
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>> {
+        (**self).get_many(keys).await
+    }
+    async fn set_many(&self, items: &[(Key, Entry)]) -> Result<()> {
+        (**self).set_many(items).await
+    }
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        (**self).delete_many(keys).await
+    }
+    async fn invalidate(&self, selector: &Selector) -> Result<()> {
+        (**self).invalidate(selector).await
+    }
+    async fn clear(&self) -> Result<()> {
+        (**self).clear().await
+    }
+    async fn health(&self) -> Result<()> {
+        (**self).health().await
+    }
+    fn corrupt_reads(&self) -> u64 {
+        (**self).corrupt_reads()
+    }
+}

@@ -1,0 +1,49 @@
+//! [`Capability`]: what a backend does natively.
+
+/// What a backend supports natively; the conformance suite selects its cases by it, and the
+/// composer uses it to choose code paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capability {
+    /// `get_many` / `set_many` / `delete_many` are single round trips, not loops.
+    pub native_bulk: bool,
+    /// `invalidate(Selector::Prefix)` is supported.
+    pub prefix_invalidation: bool,
+    /// `invalidate(Selector::Tag)` is supported.
+    pub tag_invalidation: bool,
+    /// `clear` is supported.
+    pub clear: bool,
+    /// Expiry is judged with the backend's [`Clock`](crate::Clock), so a manual clock expires
+    /// entries. False when the server expires them by its own time (Redis `PX`).
+    pub clock_driven_expiry: bool,
+    /// Entries are stored as envelope bytes (so stored bytes can be corrupted and must be
+    /// checked on read). False for the in-process memory tier, which keeps entries as values.
+    pub stores_bytes: bool,
+    /// Several processes see the same entries.
+    pub shared: bool,
+    /// Entries survive a restart of the process.
+    pub durable: bool,
+    /// The largest value (envelope) the backend accepts, if bounded.
+    pub max_value_bytes: Option<usize>,
+}
+
+impl Capability {
+    /// No optional capability: only `get`, `set`, `delete`.
+    pub const MINIMAL: Capability = Capability {
+        native_bulk: false,
+        prefix_invalidation: false,
+        tag_invalidation: false,
+        clear: false,
+        clock_driven_expiry: false,
+        stores_bytes: true,
+        shared: false,
+        durable: false,
+        max_value_bytes: None,
+    };
+}
+
+impl Default for Capability {
+    fn default() -> Self {
+        Self::MINIMAL
+    }
+}

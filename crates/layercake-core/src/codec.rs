@@ -1,0 +1,365 @@
+//! [`Codec`]: how typed values become payload bytes (serde format plus optional compression).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// The serialization format of a payload; its id is stored in the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Format {
+    /// Opaque bytes written by the caller.
+    Raw,
+    /// JSON (serde_json): readable, the default.
+    Json,
+    /// MessagePack (rmp-serde, struct fields as maps so schemas can evolve).
+    MessagePack,
+    /// postcard: compact binary, fastest, not self-describing.
+    Postcard,
+}
+
+impl Format {
+    /// The id stored in the envelope.
+    pub fn id(self) -> u8 {
+        match self {
+            Format::Raw => 0,
+            Format::Json => 1,
+            Format::MessagePack => 2,
+            Format::Postcard => 3,
+        }
+    }
+    /// The format for an envelope id.
+    pub fn from_id(id: u8) -> Option<Format> {
+        Some(match id {
+            0 => Format::Raw,
+            1 => Format::Json,
+            2 => Format::MessagePack,
+            3 => Format::Postcard,
+            _ => return None,
+        })
+    }
+    /// A stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Json => "json",
+            Format::MessagePack => "msgpack",
+            Format::Postcard => "postcard",
+        }
+    }
+}
+
+/// The compression of a payload; its id is stored in the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Not compressed.
+    None,
+    /// LZ4 block format with the uncompressed size prepended (lz4_flex).
+    Lz4,
+    /// Zstandard frame.
+    Zstd,
+}
+
+impl Compression {
+    /// The id stored in the envelope.
+    pub fn id(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 1,
+            Compression::Zstd => 2,
+        }
+    }
+    /// The compression for an envelope id.
+    pub fn from_id(id: u8) -> Option<Compression> {
+        Some(match id {
+            0 => Compression::None,
+            1 => Compression::Lz4,
+            2 => Compression::Zstd,
+            _ => return None,
+        })
+    }
+    /// A stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// The payload produced by [`Codec::encode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Payload bytes.
+    pub bytes: Vec<u8>,
+    /// Their format.
+    pub format: Format,
+    /// Their compression.
+    pub compression: Compression,
+}
+
+/// A serde format plus a compression rule, chosen per cache.
+///
+/// Contract:
+/// - `encode` then `decode` with the returned ids gives back an equal value;
+/// - compression is applied only to payloads of at least `threshold` bytes, and kept only when
+///   it saves at least 10 %;
+/// - `decode` reads any format and compression by the ids stored with the entry, so entries
+///   written under another codec stay readable;
+/// - decompression is bounded by `max_decoded_len`: a payload that would expand past it is a
+///   [`Codec`](crate::ErrorKind::Codec) error (no decompression bombs).
+///
+/// ```
+/// use layercake_core::{Codec, Compression};
+/// let codec = Codec::json().with_compression(Compression::Zstd, 64);
+/// let text = "to be or not to be ".repeat(20);
+/// let enc = codec.encode(&text).unwrap();
+/// assert_eq!(enc.compression, Compression::Zstd);
+/// let back: String = codec.decode(&enc.bytes, enc.format, enc.compression).unwrap();
+/// assert_eq!(back, text);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Codec {
+    format: Format,
+    compression: Compression,
+    threshold: usize,
+    zstd_level: i32,
+    max_decoded_len: usize,
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Codec::json()
+    }
+}
+
+impl Codec {
+    /// JSON, no compression.
+    pub fn json() -> Codec {
+        Codec {
+            format: Format::Json,
+            compression: Compression::None,
+            threshold: usize::MAX,
+            zstd_level: 3,
+            max_decoded_len: 256 * 1024 * 1024,
+        }
+    }
+    /// MessagePack, no compression.
+    pub fn msgpack() -> Codec {
+        Codec {
+            format: Format::MessagePack,
+            ..Codec::json()
+        }
+    }
+    /// postcard, no compression.
+    pub fn postcard() -> Codec {
+        Codec {
+            format: Format::Postcard,
+            ..Codec::json()
+        }
+    }
+    /// Compress payloads of at least `threshold` bytes with `compression`.
+    pub fn with_compression(mut self, compression: Compression, threshold: usize) -> Codec {
+        self.compression = compression;
+        self.threshold = threshold;
+        self
+    }
+    /// The zstd level (default 3).
+    pub fn with_zstd_level(mut self, level: i32) -> Codec {
+        self.zstd_level = level;
+        self
+    }
+    /// The largest payload decompression may produce (default 256 MiB).
+    pub fn with_max_decoded_len(mut self, max: usize) -> Codec {
+        self.max_decoded_len = max;
+        self
+    }
+    /// The serde format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    /// The compression applied above the threshold.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Serialize (and maybe compress) `value`.
+    pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Encoded> {
+        let bytes = match self.format {
+            Format::Json => serde_json::to_vec(value)
+                .map_err(|e| Error::codec("JSON encode failed").with_source(e))?,
+            Format::MessagePack => rmp_serde::to_vec_named(value)
+                .map_err(|e| Error::codec("MessagePack encode failed").with_source(e))?,
+            Format::Postcard => postcard::to_stdvec(value)
+                .map_err(|e| Error::codec("postcard encode failed").with_source(e))?,
+            Format::Raw => {
+                return Err(Error::codec("the raw format cannot serialize typed values"));
+            }
+        };
+        Ok(self.compress(bytes, self.format))
+    }
+
+    /// Apply the compression rule to already-encoded bytes of `format`.
+    pub fn compress(&self, bytes: Vec<u8>, format: Format) -> Encoded {
+        let plain = |bytes| Encoded {
+            bytes,
+            format,
+            compression: Compression::None,
+        };
+        if self.compression == Compression::None || bytes.len() < self.threshold {
+            return plain(bytes);
+        }
+        let packed = match self.compression {
+            Compression::Lz4 => lz4_flex::compress_prepend_size(&bytes),
+            Compression::Zstd => match zstd::bulk::compress(&bytes, self.zstd_level) {
+                Ok(p) => p,
+                Err(_) => return plain(bytes),
+            },
+            Compression::None => return plain(bytes),
+        };
+        // Keep compression only when it saves at least 10 %.
+        if packed.len() * 10 <= bytes.len() * 9 {
+            Encoded {
+                bytes: packed,
+                format,
+                compression: self.compression,
+            }
+        } else {
+            plain(bytes)
+        }
+    }
+
+    /// Undo the compression of a payload.
+    pub fn decompress<'a>(
+        &self,
+        bytes: &'a [u8],
+        compression: Compression,
+    ) -> Result<std::borrow::Cow<'a, [u8]>> {
+        use std::borrow::Cow;
+        match compression {
+            Compression::None => Ok(Cow::Borrowed(bytes)),
+            Compression::Lz4 => {
+                if bytes.len() < 4 {
+                    return Err(Error::codec("lz4 payload too short"));
+                }
+                let n = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+                if n > self.max_decoded_len {
+                    return Err(Error::codec(format!(
+                        "lz4 payload claims {n} bytes, over the limit {}",
+                        self.max_decoded_len
+                    )));
+                }
+                lz4_flex::decompress_size_prepended(bytes)
+                    .map(Cow::Owned)
+                    .map_err(|e| Error::codec("lz4 decompression failed").with_source(e))
+            }
+            Compression::Zstd => zstd::bulk::decompress(bytes, self.max_decoded_len)
+                .map(Cow::Owned)
+                .map_err(|e| Error::codec("zstd decompression failed").with_source(e)),
+        }
+    }
+
+    /// Decompress and deserialize a payload written with `format` and `compression`.
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        format: Format,
+        compression: Compression,
+    ) -> Result<T> {
+        let bytes = self.decompress(bytes, compression)?;
+        match format {
+            Format::Json => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::codec("JSON decode failed").with_source(e)),
+            Format::MessagePack => rmp_serde::from_slice(&bytes)
+                .map_err(|e| Error::codec("MessagePack decode failed").with_source(e)),
+            Format::Postcard => postcard::from_bytes(&bytes)
+                .map_err(|e| Error::codec("postcard decode failed").with_source(e)),
+            Format::Raw => Err(Error::codec(
+                "a raw payload cannot be decoded as a typed value",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Doc {
+        id: u64,
+        title: String,
+        vector: Vec<f32>,
+    }
+
+    fn doc() -> Doc {
+        Doc {
+            id: 7,
+            title: "embedding".into(),
+            vector: vec![0.25; 64],
+        }
+    }
+
+    #[test]
+    fn every_format_and_compression_round_trips() {
+        for base in [Codec::json(), Codec::msgpack(), Codec::postcard()] {
+            for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+                let codec = base.with_compression(c, 16);
+                let enc = codec.encode(&doc()).unwrap();
+                assert_eq!(enc.format, base.format());
+                if c != Compression::None {
+                    // 64 equal floats compress far better than 10 %.
+                    assert_eq!(enc.compression, c, "{:?}", base.format());
+                }
+                let back: Doc = Codec::json()
+                    .decode(&enc.bytes, enc.format, enc.compression)
+                    .unwrap();
+                assert_eq!(back, doc());
+            }
+        }
+    }
+
+    #[test]
+    fn compression_kept_only_when_it_saves_ten_percent() {
+        // Random-looking bytes do not compress.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let c = Codec::json().with_compression(Compression::Lz4, 16);
+        let enc = c.compress(noise.clone(), Format::Raw);
+        assert_eq!(enc.compression, Compression::None);
+        assert_eq!(enc.bytes, noise);
+        // Below the threshold nothing is compressed.
+        let c = Codec::json().with_compression(Compression::Zstd, 10_000);
+        assert_eq!(
+            c.compress(vec![0u8; 5000], Format::Raw).compression,
+            Compression::None
+        );
+    }
+
+    #[test]
+    fn decompression_is_bounded() {
+        let c = Codec::json().with_compression(Compression::Zstd, 1);
+        let enc = c.compress(vec![0u8; 1 << 20], Format::Raw);
+        assert_eq!(enc.compression, Compression::Zstd);
+        let small = c.with_max_decoded_len(1024);
+        let err = small.decompress(&enc.bytes, Compression::Zstd).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Codec);
+        let bomb = [0xff, 0xff, 0xff, 0x7f, 0, 0];
+        assert!(small.decompress(&bomb, Compression::Lz4).is_err());
+        assert!(
+            c.decode::<Doc>(b"\x00garbage", Format::Postcard, Compression::Lz4)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,457 @@
+//! The binary envelope: one wire format for an [`Entry`] in every byte-storing tier.
+//!
+//! Layout (all integers little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `LYRC` |
+//! | 4 | 1 | format version (1) |
+//! | 5 | 1 | flags |
+//! | 6 | 1 | payload format id |
+//! | 7 | 1 | compression id |
+//! | 8 | 8 | created-at (ms since epoch) |
+//! | 16 | 8 | expires-at (ms) |
+//! | 24 | 8 | stale-until (ms, 0 = none) |
+//! | 32 | 8 | per-key version |
+//! | 40 | 4 | key length |
+//! | 44 | 2 | tag count |
+//! | 46 | 4 | payload length |
+//! | 50 | … | key, then each tag as (u16 length, bytes), then payload |
+//! | end-8 | 8 | xxh3-64 of every byte before it |
+//!
+//! Every length is checked against [`EnvelopeLimits`] and against the bytes actually present
+//! before anything is allocated; the payload is returned as a zero-copy slice of the input.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::clock::Timestamp;
+use crate::codec::{Compression, Format};
+use crate::entry::{Entry, EntryFlags};
+use crate::error::{Error, Result};
+use crate::key::Key;
+
+/// The four magic bytes that start every envelope.
+pub const MAGIC: [u8; 4] = *b"LYRC";
+/// The envelope format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+const HEADER: usize = 50;
+const CHECKSUM: usize = 8;
+
+/// Upper bounds checked while decoding (and encoding), before any allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnvelopeLimits {
+    /// Largest key, bytes.
+    pub max_key_len: usize,
+    /// Largest payload, bytes.
+    pub max_payload_len: usize,
+    /// Most tags per entry.
+    pub max_tags: usize,
+    /// Longest tag, bytes.
+    pub max_tag_len: usize,
+}
+
+impl Default for EnvelopeLimits {
+    fn default() -> Self {
+        EnvelopeLimits {
+            max_key_len: 16 * 1024,
+            max_payload_len: 256 * 1024 * 1024,
+            max_tags: 64,
+            max_tag_len: 256,
+        }
+    }
+}
+
+/// Encode `entry` stored under `key` with the default limits.
+///
+/// ```
+/// use layercake_core::{envelope, Entry, Key, Timestamp};
+/// use std::time::Duration;
+/// let key = Key::new("k").unwrap();
+/// let entry = Entry::new(&b"v"[..], Timestamp(5), Duration::from_secs(1)).with_tags(["t"]);
+/// let bytes = envelope::encode(&key, &entry).unwrap();
+/// let back = envelope::decode(&key, bytes.into()).unwrap();
+/// assert_eq!(back, entry);
+/// ```
+pub fn encode(key: &Key, entry: &Entry) -> Result<Vec<u8>> {
+    encode_with_limits(key, entry, &EnvelopeLimits::default())
+}
+
+/// Encode with explicit limits; a value over a limit is a [`TooLarge`](crate::ErrorKind::TooLarge)
+/// error.
+pub fn encode_with_limits(key: &Key, entry: &Entry, limits: &EnvelopeLimits) -> Result<Vec<u8>> {
+    let kb = key.as_bytes();
+    if kb.len() > limits.max_key_len {
+        return Err(Error::too_large(format!(
+            "key of {} bytes exceeds the envelope limit of {}",
+            kb.len(),
+            limits.max_key_len
+        )));
+    }
+    if entry.value.len() > limits.max_payload_len || entry.value.len() > u32::MAX as usize {
+        return Err(Error::too_large(format!(
+            "value of {} bytes exceeds the envelope limit of {}",
+            entry.value.len(),
+            limits.max_payload_len
+        )));
+    }
+    if entry.tags.len() > limits.max_tags {
+        return Err(Error::too_large(format!(
+            "{} tags exceed the limit of {}",
+            entry.tags.len(),
+            limits.max_tags
+        )));
+    }
+    let mut tags_len = 0usize;
+    for t in entry.tags.iter() {
+        if t.len() > limits.max_tag_len {
+            return Err(Error::too_large(format!(
+                "a tag of {} bytes exceeds the limit of {}",
+                t.len(),
+                limits.max_tag_len
+            )));
+        }
+        tags_len += 2 + t.len();
+    }
+    let total = HEADER + kb.len() + tags_len + entry.value.len() + CHECKSUM;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(entry.flags.0);
+    out.push(entry.format.id());
+    out.push(entry.compression.id());
+    out.extend_from_slice(&entry.created_at.0.to_le_bytes());
+    out.extend_from_slice(&entry.expires_at.0.to_le_bytes());
+    out.extend_from_slice(&entry.stale_until.map_or(0, |t| t.0).to_le_bytes());
+    out.extend_from_slice(&entry.version.to_le_bytes());
+    out.extend_from_slice(&(kb.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(entry.tags.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(entry.value.len() as u32).to_le_bytes());
+    out.extend_from_slice(kb);
+    for t in entry.tags.iter() {
+        out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+        out.extend_from_slice(t.as_bytes());
+    }
+    out.extend_from_slice(&entry.value);
+    let sum = xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    debug_assert_eq!(out.len(), total);
+    Ok(out)
+}
+
+/// Decode an envelope that must hold `expected`'s entry, with the default limits.
+///
+/// Contract: any malformed input — truncated, wrong magic, unknown format version or flags,
+/// bad checksum, lengths over the limits or past the end, a key other than `expected`,
+/// invalid UTF-8 — is a [`Corrupt`](crate::ErrorKind::Corrupt) error; never a panic.
+pub fn decode(expected: &Key, bytes: Bytes) -> Result<Entry> {
+    decode_with_limits(expected, bytes, &EnvelopeLimits::default())
+}
+
+/// [`decode`] with explicit limits.
+pub fn decode_with_limits(expected: &Key, bytes: Bytes, limits: &EnvelopeLimits) -> Result<Entry> {
+    let (key, entry) = decode_parts(bytes, limits)?;
+    if key.as_ref() != expected.as_bytes() {
+        return Err(Error::corrupt(
+            "envelope holds another key's entry (key mismatch)",
+        ));
+    }
+    Ok(entry)
+}
+
+/// Decode an envelope without knowing its key (for tools that inspect a tier); returns the key.
+pub fn decode_any(bytes: Bytes, limits: &EnvelopeLimits) -> Result<(Key, Entry)> {
+    let (key, entry) = decode_parts(bytes, limits)?;
+    let text = std::str::from_utf8(&key).map_err(|_| Error::corrupt("key is not UTF-8"))?;
+    let key = Key::with_max_len(text, limits.max_key_len)
+        .map_err(|e| Error::corrupt(format!("stored key is invalid: {}", e.message())))?;
+    Ok((key, entry))
+}
+
+/// Read only the key and expiry fields of an envelope's header, verifying magic and version
+/// but not the checksum (for index rebuilds that must not read whole payloads).
+pub fn peek_header(head: &[u8]) -> Result<HeaderInfo> {
+    if head.len() < HEADER {
+        return Err(Error::corrupt("envelope shorter than its header"));
+    }
+    if head[0..4] != MAGIC {
+        return Err(Error::corrupt("wrong magic bytes"));
+    }
+    if head[4] != FORMAT_VERSION {
+        return Err(Error::corrupt(format!(
+            "unsupported envelope format version {}",
+            head[4]
+        )));
+    }
+    Ok(HeaderInfo {
+        expires_at: Timestamp(u64_at(head, 16)),
+        stale_until: match u64_at(head, 24) {
+            0 => None,
+            t => Some(Timestamp(t)),
+        },
+        version: u64_at(head, 32),
+        key_len: u32_at(head, 40) as usize,
+        tag_count: u16_at(head, 44) as usize,
+        payload_len: u32_at(head, 46) as usize,
+    })
+}
+
+/// Fields of an envelope header, from [`peek_header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderInfo {
+    /// Hard expiry.
+    pub expires_at: Timestamp,
+    /// End of the fail-safe window.
+    pub stale_until: Option<Timestamp>,
+    /// Per-key version.
+    pub version: u64,
+    /// Key length in bytes (the key follows the header).
+    pub key_len: usize,
+    /// Number of tags.
+    pub tag_count: usize,
+    /// Payload length in bytes.
+    pub payload_len: usize,
+}
+
+impl HeaderInfo {
+    /// Size of the fixed header in bytes.
+    pub const LEN: usize = HEADER;
+
+    /// The instant after which the entry must not be returned.
+    pub fn retain_until(&self) -> Timestamp {
+        match self.stale_until {
+            Some(s) if s > self.expires_at => s,
+            _ => self.expires_at,
+        }
+    }
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn decode_parts(bytes: Bytes, limits: &EnvelopeLimits) -> Result<(Bytes, Entry)> {
+    let h = peek_header(&bytes)?;
+    if bytes.len() < HEADER + CHECKSUM {
+        return Err(Error::corrupt("envelope shorter than header and checksum"));
+    }
+    let flags = bytes[5];
+    if flags & !EntryFlags::KNOWN != 0 {
+        return Err(Error::corrupt(format!("unknown flags {flags:#04x}")));
+    }
+    let format = Format::from_id(bytes[6])
+        .ok_or_else(|| Error::corrupt(format!("unknown payload format id {}", bytes[6])))?;
+    let compression = Compression::from_id(bytes[7])
+        .ok_or_else(|| Error::corrupt(format!("unknown compression id {}", bytes[7])))?;
+    if h.key_len == 0 || h.key_len > limits.max_key_len {
+        return Err(Error::corrupt(format!(
+            "key length {} outside 1..={}",
+            h.key_len, limits.max_key_len
+        )));
+    }
+    if h.tag_count > limits.max_tags {
+        return Err(Error::corrupt(format!(
+            "tag count {} over the limit {}",
+            h.tag_count, limits.max_tags
+        )));
+    }
+    if h.payload_len > limits.max_payload_len {
+        return Err(Error::corrupt(format!(
+            "payload length {} over the limit {}",
+            h.payload_len, limits.max_payload_len
+        )));
+    }
+    let body_end = bytes.len() - CHECKSUM;
+    // Walk the variable part with bounds checks before touching the checksum.
+    let mut pos = HEADER;
+    let key_range = pos..pos
+        .checked_add(h.key_len)
+        .filter(|&e| e <= body_end)
+        .ok_or_else(|| Error::corrupt("key extends past the end of the envelope"))?;
+    pos = key_range.end;
+    let mut tag_ranges = Vec::with_capacity(h.tag_count);
+    for _ in 0..h.tag_count {
+        if pos + 2 > body_end {
+            return Err(Error::corrupt("tag length past the end of the envelope"));
+        }
+        let len = u16_at(&bytes, pos) as usize;
+        if len > limits.max_tag_len {
+            return Err(Error::corrupt(format!("tag of {len} bytes over the limit")));
+        }
+        pos += 2;
+        if pos + len > body_end {
+            return Err(Error::corrupt("tag extends past the end of the envelope"));
+        }
+        tag_ranges.push(pos..pos + len);
+        pos += len;
+    }
+    if pos + h.payload_len != body_end {
+        return Err(Error::corrupt(format!(
+            "payload length {} does not match the {} bytes present",
+            h.payload_len,
+            body_end.saturating_sub(pos)
+        )));
+    }
+    let stored = u64_at(&bytes, body_end);
+    if xxh3_64(&bytes[..body_end]) != stored {
+        return Err(Error::corrupt("checksum mismatch"));
+    }
+    let mut tags = Vec::with_capacity(tag_ranges.len());
+    for r in tag_ranges {
+        let t = std::str::from_utf8(&bytes[r]).map_err(|_| Error::corrupt("tag is not UTF-8"))?;
+        tags.push(t.to_owned());
+    }
+    let created_at = Timestamp(u64_at(&bytes, 8));
+    let entry = Entry::new(
+        bytes.slice(pos..body_end),
+        created_at,
+        std::time::Duration::ZERO,
+    );
+    let mut entry = entry
+        .with_version(h.version)
+        .with_encoding(format, compression)
+        .with_flags(EntryFlags(flags));
+    entry.expires_at = h.expires_at;
+    entry.stale_until = h.stale_until;
+    entry.tags = Arc::from(tags);
+    Ok((bytes.slice(key_range), entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn sample() -> (Key, Entry) {
+        let key = Key::new("ns:v1:item").unwrap();
+        let e = Entry::new(
+            Bytes::from(vec![7u8; 300]),
+            Timestamp(1_700_000_000_000),
+            Duration::from_secs(60),
+        )
+        .with_stale_for(Duration::from_secs(30))
+        .with_tags(["a", "tag-b"])
+        .with_version(42)
+        .with_encoding(Format::Json, Compression::Lz4);
+        (key, e)
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field() {
+        let (k, e) = sample();
+        let b = encode(&k, &e).unwrap();
+        assert_eq!(&b[..4], b"LYRC");
+        let d = decode(&k, Bytes::from(b.clone())).unwrap();
+        assert_eq!(d, e);
+        assert_eq!(d.stale_until, Some(Timestamp(1_700_000_090_000)));
+        let (k2, d2) = decode_any(Bytes::from(b), &EnvelopeLimits::default()).unwrap();
+        assert_eq!(k2, k);
+        assert_eq!(d2, e);
+    }
+
+    #[test]
+    fn every_malformation_is_corrupt() {
+        let (k, e) = sample();
+        let good = encode(&k, &e).unwrap();
+        let check = |b: Vec<u8>, what: &str| {
+            let err = decode(&k, Bytes::from(b)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
+            err.message().to_owned()
+        };
+        for cut in [0, 3, 10, 49, 50, 57, good.len() - 1] {
+            check(good[..cut].to_vec(), "truncated");
+        }
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert!(check(b, "magic").contains("magic"));
+        let mut b = good.clone();
+        b[4] = 2;
+        assert!(check(b, "future version").contains("version 2"));
+        let mut b = good.clone();
+        let n = b.len();
+        b[n - 20] ^= 1;
+        assert!(check(b, "flip").contains("checksum"));
+        let mut b = good.clone();
+        b[46..50].copy_from_slice(&u32::MAX.to_le_bytes());
+        check(b, "absurd payload length");
+        let mut b = good.clone();
+        b[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        check(b, "absurd key length");
+        let other = Key::new("ns:v1:other").unwrap();
+        let err = decode(&other, Bytes::from(good)).unwrap_err();
+        assert!(err.message().contains("key mismatch"));
+    }
+
+    #[test]
+    fn encode_rejects_oversized_values() {
+        let k = Key::new("k").unwrap();
+        let e = Entry::new(vec![0u8; 11], Timestamp(0), Duration::from_secs(1));
+        let lim = EnvelopeLimits {
+            max_payload_len: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            encode_with_limits(&k, &e, &lim).unwrap_err().kind(),
+            ErrorKind::TooLarge
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let k = Key::new("ns:v1:item").unwrap();
+            let _ = decode(&k, Bytes::from(data.clone()));
+            let _ = decode_any(Bytes::from(data), &EnvelopeLimits::default());
+        }
+
+        #[test]
+        fn mutated_envelopes_never_panic(pos in 0usize..400, byte in any::<u8>(), cut in 0usize..420) {
+            let (k, e) = sample();
+            let mut b = encode(&k, &e).unwrap();
+            let p = pos % b.len();
+            b[p] = byte;
+            b.truncate(cut.min(b.len()));
+            if let Ok(d) = decode(&k, Bytes::from(b)) {
+                // Only an unchanged envelope can decode.
+                prop_assert_eq!(d, e);
+            }
+        }
+
+        #[test]
+        fn valid_entries_round_trip(
+            value in proptest::collection::vec(any::<u8>(), 0..2048),
+            key in "[a-z0-9:/ ._-]{1,80}",
+            tags in proptest::collection::vec("[a-z]{0,12}", 0..5),
+            created in any::<u32>(),
+            ttl in 0u64..10_000_000,
+            stale in 0u64..1_000_000,
+            version in any::<u64>(),
+            negative in any::<bool>(),
+        ) {
+            let k = Key::new(&key).unwrap();
+            let flags = if negative { EntryFlags::NEGATIVE } else { EntryFlags::NONE };
+            let e = Entry::new(value, Timestamp(created as u64), Duration::from_millis(ttl))
+                .with_stale_for(Duration::from_millis(stale))
+                .with_tags(tags)
+                .with_version(version)
+                .with_flags(flags)
+                .with_encoding(Format::MessagePack, Compression::Zstd);
+            let b = encode(&k, &e).unwrap();
+            prop_assert_eq!(decode(&k, Bytes::from(b)).unwrap(), e);
+        }
+    }
+}

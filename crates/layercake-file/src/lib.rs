@@ -1,0 +1,1 @@
+//! Durable local-directory tier for layercake: one atomic envelope file per entry.

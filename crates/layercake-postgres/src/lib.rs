@@ -1,0 +1,1 @@
+//! PostgreSQL tier (L3) and LISTEN/NOTIFY backplane for layercake.

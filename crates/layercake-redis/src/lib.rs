@@ -1,0 +1,1 @@
+//! Redis tier (L2) and pub/sub backplane for layercake.

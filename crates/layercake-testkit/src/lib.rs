@@ -1,0 +1,1 @@
+//! Conformance suite, fault-injecting backends and service fixtures for layercake.

@@ -1,0 +1,1 @@
+//! A tiered cache for Rust services: memory, Redis, PostgreSQL and file tiers composed in code.
