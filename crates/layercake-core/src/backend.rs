@@ -106,6 +106,15 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Up to `limit` live keys starting with the literal text `prefix`, in no particular
+    /// order (used to warm upper tiers from a lower one). Backends without
+    /// [`Capability::list_keys`] return [`Unsupported`](crate::ErrorKind::Unsupported).
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        let _ = (prefix, limit);
+        Err(Error::unsupported(format!("{} backend cannot list keys", self.kind()))
+            .with_backend(self.kind()))
+    }
+
     /// How many stored copies failed to decode and were removed since start.
     fn corrupt_reads(&self) -> u64 {
         0
@@ -149,6 +158,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     async fn health(&self) -> Result<()> {
         (**self).health().await
+    }
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        (**self).keys_with_prefix(prefix, limit).await
     }
     fn corrupt_reads(&self) -> u64 {
         (**self).corrupt_reads()

@@ -13,6 +13,8 @@ pub struct Capability {
     pub tag_invalidation: bool,
     /// `clear` is supported.
     pub clear: bool,
+    /// `keys_with_prefix` is supported.
+    pub list_keys: bool,
     /// Expiry is judged with the backend's [`Clock`](crate::Clock), so a manual clock expires
     /// entries. False when the server expires them by its own time (Redis `PX`).
     pub clock_driven_expiry: bool,
@@ -34,6 +36,7 @@ impl Capability {
         prefix_invalidation: false,
         tag_invalidation: false,
         clear: false,
+        list_keys: false,
         clock_driven_expiry: false,
         stores_bytes: true,
         shared: false,
