@@ -111,8 +111,10 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// [`Capability::list_keys`] return [`Unsupported`](crate::ErrorKind::Unsupported).
     async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
         let _ = (prefix, limit);
-        Err(Error::unsupported(format!("{} backend cannot list keys", self.kind()))
-            .with_backend(self.kind()))
+        Err(
+            Error::unsupported(format!("{} backend cannot list keys", self.kind()))
+                .with_backend(self.kind()),
+        )
     }
 
     /// How many stored copies failed to decode and were removed since start.

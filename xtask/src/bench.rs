@@ -1,0 +1,60 @@
+//! `cargo xtask bench`: run the benchmark binary against real services.
+//!
+//! Benchmarks are not tests (DESIGN §5): this measures and reports into `target/bench`; nothing
+//! here asserts a time.
+
+use xshell::{Shell, cmd};
+
+use crate::services;
+use crate::{Result, banner};
+
+/// Package holding the benchmark binary.
+const PACKAGE: &str = "layercake-tests";
+
+/// Name of the benchmark binary.
+const BIN: &str = "layercake-bench";
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Run a short version of every benchmark (a smoke run, not a measurement).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Ensures the services, then runs `layercake-bench` in release mode.
+pub(crate) fn run(sh: &Shell, args: &Args) -> Result<()> {
+    if !bench_bin_exists(sh)? {
+        return Err(format!(
+            "the benchmark binary `{BIN}` does not exist yet in package {PACKAGE} \
+             (expected a [[bin]] or tests/src/bin/{BIN}.rs); nothing to run"
+        )
+        .into());
+    }
+    banner("services");
+    let endpoints = services::ensure(sh)?;
+    sh.set_var("REDIS_URL", &endpoints.redis_url);
+    sh.set_var("DATABASE_URL", &endpoints.database_url);
+
+    let quick: &[&str] = if args.quick { &["--quick"] } else { &[] };
+    banner(&format!(
+        "cargo run --release -p {PACKAGE} --bin {BIN} -- {}--out target/bench",
+        if args.quick { "--quick " } else { "" }
+    ));
+    cmd!(
+        sh,
+        "cargo run --release -p {PACKAGE} --bin {BIN} -- {quick...} --out target/bench"
+    )
+    .run()?;
+    println!("\nreports are in target/bench");
+    Ok(())
+}
+
+/// Whether the workspace metadata lists a binary target named [`BIN`].
+fn bench_bin_exists(sh: &Shell) -> Result<bool> {
+    let metadata = cmd!(sh, "cargo metadata --no-deps --format-version 1")
+        .quiet()
+        .read()?;
+    // Targets appear as `{"kind":["bin"],"crate_types":["bin"],"name":"layercake-bench",...}`.
+    Ok(metadata.contains(&format!("\"name\":\"{BIN}\"")))
+}

@@ -1,0 +1,190 @@
+//! `cargo xtask test`: the one test command (DESIGN §5).
+//!
+//! Steps, in order, stopping at the first that fails:
+//! fmt, clippy (warnings denied), services, tests (nextest, else cargo test), doc tests,
+//! docs (rustdoc warnings denied), examples (build all, run the quickstart).
+
+use std::path::Path;
+
+use xshell::{Shell, cmd};
+
+use crate::services;
+use crate::{Result, banner, env_flag, project_root};
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Extra arguments for the test runner, after `--`: a test name filter, or nextest options
+    /// such as `-E 'package(layercake-memory)'`.
+    #[arg(last = true)]
+    test_args: Vec<String>,
+}
+
+/// One named step of the run.
+struct Step<'a> {
+    /// Position of the step, for the banner.
+    number: usize,
+    /// Short name shown in the banner and in the error.
+    name: &'a str,
+}
+
+/// Total number of steps, for the banners.
+const STEPS: usize = 7;
+
+impl Step<'_> {
+    /// Prints the banner of this step with the command it runs.
+    fn start(&self, what: &str) {
+        banner(&format!("[{}/{STEPS}] {}: {what}", self.number, self.name));
+    }
+
+    /// Wraps a failure of this step with the step's name.
+    fn fail(&self, err: impl std::fmt::Display) -> crate::Error {
+        format!("step {} ({}) failed: {err}", self.number, self.name).into()
+    }
+}
+
+/// Runs every step; the first failure stops the run.
+pub(crate) fn run(sh: &Shell, args: &Args) -> Result<()> {
+    let test_args = &args.test_args;
+
+    let step = Step {
+        number: 1,
+        name: "fmt",
+    };
+    step.start("cargo fmt --all -- --check");
+    cmd!(sh, "cargo fmt --all -- --check").run().map_err(|e| {
+        step.fail(format!(
+            "{e}\n  run `cargo fmt --all` to fix the formatting"
+        ))
+    })?;
+
+    let step = Step {
+        number: 2,
+        name: "clippy",
+    };
+    step.start("cargo clippy --workspace --all-targets --all-features -- -D warnings");
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+    )
+    .run()
+    .map_err(|e| step.fail(e))?;
+
+    let step = Step {
+        number: 3,
+        name: "services",
+    };
+    step.start("find or start Redis and PostgreSQL");
+    let endpoints = services::ensure(sh).map_err(|e| step.fail(format!("\n{e}")))?;
+    sh.set_var("REDIS_URL", &endpoints.redis_url);
+    sh.set_var("DATABASE_URL", &endpoints.database_url);
+    println!(
+        "exporting REDIS_URL={} DATABASE_URL={}",
+        endpoints.redis_url, endpoints.database_url
+    );
+
+    let step = Step {
+        number: 4,
+        name: "tests",
+    };
+    if nextest_installed(sh) {
+        let profile: Vec<&str> = if env_flag("CI") && std::env::var_os("NEXTEST_PROFILE").is_none()
+        {
+            vec!["--profile", "ci"]
+        } else {
+            Vec::new()
+        };
+        step.start(&join(
+            "cargo nextest run --workspace --all-features --no-fail-fast",
+            profile
+                .iter()
+                .copied()
+                .chain(test_args.iter().map(String::as_str)),
+        ));
+        cmd!(
+            sh,
+            "cargo nextest run --workspace --all-features --no-fail-fast {profile...} {test_args...}"
+        )
+        .run()
+        .map_err(|e| step.fail(e))?;
+    } else {
+        println!(
+            "\ncargo-nextest was not found; falling back to cargo test \
+             (install it with `cargo install --locked cargo-nextest`)"
+        );
+        step.start(&join(
+            "cargo test --workspace --all-features --no-fail-fast",
+            test_args.iter().map(String::as_str),
+        ));
+        cmd!(
+            sh,
+            "cargo test --workspace --all-features --no-fail-fast {test_args...}"
+        )
+        .run()
+        .map_err(|e| step.fail(e))?;
+    }
+
+    let step = Step {
+        number: 5,
+        name: "doc tests",
+    };
+    step.start("cargo test --workspace --all-features --doc");
+    cmd!(sh, "cargo test --workspace --all-features --doc")
+        .run()
+        .map_err(|e| step.fail(e))?;
+
+    let step = Step {
+        number: 6,
+        name: "docs",
+    };
+    step.start("RUSTDOCFLAGS=\"-D warnings\" cargo doc --workspace --no-deps --all-features");
+    cmd!(sh, "cargo doc --workspace --no-deps --all-features")
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .run()
+        .map_err(|e| step.fail(e))?;
+
+    let step = Step {
+        number: 7,
+        name: "examples",
+    };
+    step.start("cargo build --workspace --all-features --examples");
+    cmd!(sh, "cargo build --workspace --all-features --examples")
+        .run()
+        .map_err(|e| step.fail(e))?;
+    let quickstart = Path::new("crates/layercake/examples/quickstart.rs");
+    if project_root().join(quickstart).exists() {
+        step.start("cargo run -p layercake --all-features --example quickstart");
+        cmd!(
+            sh,
+            "cargo run -p layercake --all-features --example quickstart"
+        )
+        .run()
+        .map_err(|e| step.fail(e))?;
+    } else {
+        println!(
+            "note: {} does not exist yet; not running the quickstart example",
+            quickstart.display()
+        );
+    }
+
+    banner("cargo xtask test: all steps passed");
+    Ok(())
+}
+
+/// Whether `cargo nextest` is installed.
+fn nextest_installed(sh: &Shell) -> bool {
+    cmd!(sh, "cargo nextest --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+}
+
+/// A command line for the banners: `command` followed by `args`, separated by spaces.
+fn join<'a>(command: &'a str, args: impl Iterator<Item = &'a str>) -> String {
+    std::iter::once(command)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
