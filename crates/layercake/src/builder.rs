@@ -1,0 +1,220 @@
+//! [`CacheBuilder`]: tiers, keys, policy, codec, backplane and timeouts, validated by `build`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use layercake_core::backplane::Backplane;
+use layercake_core::{
+    Backend, Codec, Error, FixedTtl, KeyStrategy, Namespace, PlainKeys, Policy, Result,
+    SharedClock, system_clock,
+};
+use parking_lot::Mutex;
+
+use crate::cache::{Cache, Inner};
+use crate::coherence::{DEFAULT_DISCONNECTED_L1_CAP, Versions, spawn_listener};
+use crate::flight::Flights;
+use crate::telemetry::Telemetry;
+use crate::tier::{Tier, TierOptions, WriteMode};
+use crate::write_behind::WriteBehind;
+
+/// Builds a [`Cache`]. See [`Cache::builder`].
+///
+/// Defaults: keys [`PlainKeys`] in namespace `default` version 1; policy [`FixedTtl`] of
+/// 5 minutes; codec JSON; system clock; no backplane; no loader timeouts.
+///
+/// ```
+/// use layercake::{Cache, MemoryBackend, TierOptions};
+/// use std::time::Duration;
+/// let err = Cache::builder("x").build().unwrap_err();
+/// assert!(err.to_string().contains("at least one tier"));
+/// let err = Cache::builder("x")
+///     .tier_with(MemoryBackend::with_max_bytes(1024), TierOptions::new().name("a"))
+///     .tier_with(MemoryBackend::with_max_bytes(1024), TierOptions::new().name("a"))
+///     .build()
+///     .unwrap_err();
+/// assert!(err.to_string().contains("tier name \"a\" is used twice"));
+/// let err = Cache::builder("x")
+///     .tier(MemoryBackend::with_max_bytes(1024))
+///     .loader_timeouts(Some(Duration::from_secs(2)), Some(Duration::from_secs(1)))
+///     .build()
+///     .unwrap_err();
+/// assert!(err.to_string().contains("soft timeout"));
+/// ```
+#[must_use]
+pub struct CacheBuilder {
+    name: String,
+    tiers: Vec<(Arc<dyn Backend>, TierOptions)>,
+    keys: Option<Arc<dyn KeyStrategy>>,
+    policy: Option<Arc<dyn Policy>>,
+    codec: Codec,
+    clock: SharedClock,
+    backplane: Option<Arc<dyn Backplane>>,
+    soft: Option<Duration>,
+    hard: Option<Duration>,
+    disconnected_cap: Duration,
+}
+
+impl std::fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("name", &self.name)
+            .field("tiers", &self.tiers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheBuilder {
+    pub(crate) fn new(name: impl Into<String>) -> CacheBuilder {
+        CacheBuilder {
+            name: name.into(),
+            tiers: Vec::new(),
+            keys: None,
+            policy: None,
+            codec: Codec::json(),
+            clock: system_clock(),
+            backplane: None,
+            soft: None,
+            hard: None,
+            disconnected_cap: DEFAULT_DISCONNECTED_L1_CAP,
+        }
+    }
+
+    /// Add the next tier (the first is L1) with the defaults for its kind.
+    pub fn tier(self, backend: impl Backend) -> Self {
+        self.tier_with(backend, TierOptions::default())
+    }
+
+    /// Add the next tier with options.
+    pub fn tier_with(self, backend: impl Backend, opts: TierOptions) -> Self {
+        self.shared_tier_with(Arc::new(backend), opts)
+    }
+
+    /// Add a tier given as a shared backend (e.g. one Redis backend shared by two caches).
+    pub fn shared_tier(self, backend: Arc<dyn Backend>) -> Self {
+        self.shared_tier_with(backend, TierOptions::default())
+    }
+
+    /// Add a shared backend with options.
+    pub fn shared_tier_with(mut self, backend: Arc<dyn Backend>, opts: TierOptions) -> Self {
+        self.tiers.push((backend, opts));
+        self
+    }
+
+    /// The key strategy.
+    pub fn keys(mut self, keys: impl KeyStrategy) -> Self {
+        self.keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// The policy.
+    pub fn policy(mut self, policy: impl Policy) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// The codec.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// The clock (give the same clock to clock-driven tiers).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The backplane that keeps other instances' local tiers coherent.
+    pub fn backplane(mut self, backplane: Arc<dyn Backplane>) -> Self {
+        self.backplane = Some(backplane);
+        self
+    }
+
+    /// Loader timeouts: past `soft`, a caller that has a stale copy gets it while the load
+    /// goes on; past `hard`, the load ends with a `Timeout` error.
+    pub fn loader_timeouts(mut self, soft: Option<Duration>, hard: Option<Duration>) -> Self {
+        self.soft = soft;
+        self.hard = hard;
+        self
+    }
+
+    /// The longest lifetime of a copy in a process- or host-local tier while the backplane is
+    /// disconnected (default 5 s).
+    pub fn disconnected_local_ttl(mut self, cap: Duration) -> Self {
+        self.disconnected_cap = cap;
+        self
+    }
+
+    /// Validate and build. Needs a Tokio runtime when a backplane or a write-behind tier is
+    /// configured (their tasks are spawned here).
+    pub fn build(self) -> Result<Cache> {
+        if self.tiers.is_empty() {
+            return Err(Error::config("a cache needs at least one tier"));
+        }
+        if self.tiers.len() > 64 {
+            return Err(Error::config("a cache has at most 64 tiers"));
+        }
+        if let (Some(s), Some(h)) = (self.soft, self.hard) {
+            if s >= h {
+                return Err(Error::config(format!(
+                    "the loader's soft timeout ({s:?}) must be shorter than its hard timeout ({h:?})"
+                )));
+            }
+        }
+        let needs_runtime = self.backplane.is_some()
+            || self.tiers.iter().any(|(_, o)| matches!(o.write_mode, WriteMode::Behind { .. }));
+        if needs_runtime && tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::config(
+                "a backplane or write-behind tier needs a Tokio runtime: call build() inside one",
+            ));
+        }
+        let mut tiers = Vec::with_capacity(self.tiers.len());
+        let mut names = HashSet::new();
+        for (i, (backend, opts)) in self.tiers.into_iter().enumerate() {
+            let mode = opts.write_mode;
+            let mut t = Tier::new(i, backend, opts);
+            if !names.insert(t.name.clone()) {
+                return Err(Error::config(format!("tier name {:?} is used twice", &*t.name)));
+            }
+            if let WriteMode::Behind { capacity } = mode {
+                if capacity == 0 {
+                    return Err(Error::config("a write-behind queue needs a capacity above 0"));
+                }
+                t.write_behind = Some(WriteBehind::start(t.backend.clone(), capacity));
+            }
+            tiers.push(t);
+        }
+        let keys: Arc<dyn KeyStrategy> = match self.keys {
+            Some(k) => k,
+            None => Arc::new(PlainKeys::new(Namespace::new("default", 1)?)),
+        };
+        let policy: Arc<dyn Policy> = match self.policy {
+            Some(p) => p,
+            None => Arc::new(FixedTtl::new(Duration::from_secs(300))),
+        };
+        let name: Arc<str> = Arc::from(self.name);
+        let telemetry =
+            Telemetry::new(name.clone(), tiers.iter().map(|t| t.name.clone()).collect())?;
+        let inner = Arc::new(Inner {
+            name,
+            tiers,
+            policy,
+            codec: self.codec,
+            versions: Versions::new(self.clock.clone()),
+            clock: self.clock,
+            flights: Arc::new(Flights::default()),
+            telemetry,
+            backplane: self.backplane.clone(),
+            disconnected_cap: self.disconnected_cap,
+            soft_timeout: self.soft,
+            hard_timeout: self.hard,
+            tasks: Mutex::new(Vec::new()),
+        });
+        if let Some(bp) = self.backplane {
+            let task = spawn_listener(inner.clone(), bp);
+            inner.tasks.lock().push(task);
+        }
+        Ok(Cache { inner, keys })
+    }
+}

@@ -1,0 +1,1140 @@
+//! [`Cache`]: the typed API over a stack of tiers.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+use futures::future::join_all;
+use layercake_core::backplane::{Backplane, Message, Target};
+use layercake_core::{
+    Codec, Entry, EntryFlags, Error, ErrorKind, Key, KeyStrategy, Policy, PolicyContext,
+    Promotion, RefreshAhead, Result, Selector, SharedClock, TierSet, Timestamp,
+};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use crate::coherence::Versions;
+use crate::flight::{Flights, LeaderHandle, Role, Shared};
+use crate::key_input::IntoKey;
+use crate::lookup::{Lookup, Source};
+use crate::stats::{Op, Stats, TierStats};
+use crate::telemetry::{OpScope, Outcome, Telemetry};
+use crate::tier::{Scope, Tier};
+
+/// Options of one write: tags and an optional TTL that overrides the policy's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Tags for [`Cache::invalidate_tag`].
+    pub tags: Vec<String>,
+    /// Fresh lifetime; `None` = the policy decides.
+    pub ttl: Option<Duration>,
+}
+
+impl WriteOptions {
+    /// No tags, policy TTL.
+    pub fn new() -> WriteOptions {
+        WriteOptions::default()
+    }
+    /// Add a tag.
+    pub fn tag(mut self, tag: impl Into<String>) -> WriteOptions {
+        self.tags.push(tag.into());
+        self
+    }
+    /// Override the TTL.
+    pub fn ttl(mut self, ttl: Duration) -> WriteOptions {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// What [`Cache::warm`] fills upper tiers with.
+#[derive(Debug, Clone, Copy)]
+pub enum Warm<'a> {
+    /// These keys (caller text, made into keys by the cache's key strategy).
+    Keys(&'a [&'a str]),
+    /// Up to `limit` keys of the cache's namespace whose caller text starts with `prefix`,
+    /// listed by the lowest tier that can list keys.
+    Prefix {
+        /// Caller-text prefix (the namespace prefix is added).
+        prefix: &'a str,
+        /// Most keys to warm.
+        limit: usize,
+    },
+}
+
+pub(crate) struct Inner {
+    pub(crate) name: Arc<str>,
+    pub(crate) tiers: Vec<Tier>,
+    pub(crate) policy: Arc<dyn Policy>,
+    pub(crate) codec: Codec,
+    pub(crate) clock: SharedClock,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) versions: Versions,
+    pub(crate) backplane: Option<Arc<dyn Backplane>>,
+    pub(crate) disconnected_cap: Duration,
+    pub(crate) soft_timeout: Option<Duration>,
+    pub(crate) hard_timeout: Option<Duration>,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.name)
+            .field("tiers", &self.tiers.iter().map(|t| (&*t.name, t.kind)).collect::<Vec<_>>())
+            .field("policy", &self.policy)
+            .field("codec", &self.codec)
+            .field("backplane", &self.backplane.as_ref().map(|b| b.kind()))
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// A tiered cache: the tiers in order (L1 first), a key strategy, a policy and a codec.
+///
+/// Cheap to clone (shared state). Build one with [`Cache::builder`].
+///
+/// Contract:
+/// - reads walk the tiers top-down; a fresh hit at tier *i* fills the tiers above it that the
+///   policy allows, with the entry's remaining lifetime (never extended); a tier error,
+///   timeout, open breaker or undecodable copy is counted and skipped (the read falls through;
+///   an undecodable copy is also deleted);
+/// - an L1 hit returns the `Arc<T>` stored in L1, without decoding;
+/// - writes go to every tier the policy allows; `set` succeeds when at least one tier stored
+///   the value and no tier rejected it permanently (a permanent rejection such as `TooLarge`
+///   removes what other tiers stored and is returned);
+/// - deletes and invalidations reach every tier or return an error;
+/// - `get_or_compute` runs at most one loader per key per process at a time; a panicking,
+///   failing or cancelled caller never leaves the others waiting;
+/// - with a backplane, every `set`, `delete` and invalidation publishes a message and other
+///   instances drop their process- and host-local copies; fills after a miss publish nothing.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> layercake::Result<()> {
+/// use layercake::{Cache, MemoryBackend, Source};
+/// let cache = Cache::builder("docs").tier(MemoryBackend::with_max_bytes(1 << 20)).build()?;
+/// let first = cache.get_or_compute("answer", || async { Ok::<_, std::io::Error>(42u32) }).await?;
+/// assert_eq!((*first.value, first.source), (42, Source::Computed));
+/// let again = cache.get::<u32>("answer").await?.unwrap();
+/// assert_eq!(again.source, Source::Hit { tier: 0 });
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) keys: Arc<dyn KeyStrategy>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("inner", &self.inner)
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+/// A decoded read.
+enum Value<T> {
+    Some(Arc<T>),
+    Negative,
+}
+
+impl<T> Clone for Value<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Value::Some(a) => Value::Some(a.clone()),
+            Value::Negative => Value::Negative,
+        }
+    }
+}
+
+impl<T> Value<T> {
+    fn into_option(self) -> Option<Arc<T>> {
+        match self {
+            Value::Some(a) => Some(a),
+            Value::Negative => None,
+        }
+    }
+}
+
+struct Found<V> {
+    tier: usize,
+    entry: Entry,
+    value: V,
+}
+
+struct Read<V> {
+    fresh: Option<Found<V>>,
+    stale: Option<Found<V>>,
+}
+
+fn decode_typed<T>(codec: &Codec, entry: &Entry) -> Result<Value<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    if entry.is_negative() {
+        return Ok(Value::Negative);
+    }
+    if let Some(d) = entry.decoded() {
+        if let Ok(a) = d.clone().downcast::<T>() {
+            return Ok(Value::Some(a));
+        }
+    }
+    codec
+        .decode::<T>(&entry.value, entry.format, entry.compression)
+        .map(|v| Value::Some(Arc::new(v)))
+}
+
+fn loader_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
+    let boxed: Box<dyn std::error::Error + Send + Sync> = e.into();
+    Error::loader("the loader failed").with_shared_source(Arc::from(boxed))
+}
+
+impl Cache {
+    /// Start building a cache named `name` (the name appears in metrics and stats).
+    pub fn builder(name: impl Into<String>) -> crate::CacheBuilder {
+        crate::CacheBuilder::new(name)
+    }
+
+    /// The same cache (same tiers, same state) making keys with another strategy — e.g. one
+    /// handle per namespace.
+    pub fn with_keys(&self, keys: impl KeyStrategy) -> Cache {
+        Cache { inner: self.inner.clone(), keys: Arc::new(keys) }
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The key strategy in use.
+    pub fn keys(&self) -> &dyn KeyStrategy {
+        &*self.keys
+    }
+
+    /// Make the key for caller input, as the typed methods do.
+    pub fn key(&self, input: impl IntoKey) -> Result<Key> {
+        input.into_key(&*self.keys)
+    }
+
+    /// Tier names in order.
+    pub fn tier_names(&self) -> Vec<String> {
+        self.inner.tiers.iter().map(|t| t.name.to_string()).collect()
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Read a value. `Ok(None)` when no tier holds a fresh copy (a cached "not found" also
+    /// reads as `None`).
+    pub async fn get<T>(&self, key: impl IntoKey) -> Result<Option<Lookup<Arc<T>>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let tel = &self.inner.telemetry;
+        let scope = tel.start(Op::Get);
+        let key = match key.into_key(&*self.keys) {
+            Ok(k) => k,
+            Err(e) => {
+                tel.finish(scope, Outcome::Error);
+                return Err(e);
+            }
+        };
+        let now = self.inner.clock.now();
+        let read = self.read_typed::<T>(&key, now, &scope).await;
+        match read.fresh {
+            Some(f) => {
+                tel.finish(scope, Outcome::Hit);
+                Ok(f.value.into_option().map(|value| Lookup { value, source: Source::Hit { tier: f.tier } }))
+            }
+            None => {
+                tel.full_miss();
+                tel.finish(scope, Outcome::Miss);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Read through the tiers, decode, promote. Never fails: tier errors fall through.
+    async fn read_typed<T>(&self, key: &Key, now: Timestamp, scope: &OpScope) -> Read<Value<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let codec = self.inner.codec;
+        let read = self
+            .read_through(key, now, scope, |_, e| decode_typed::<T>(&codec, e))
+            .await;
+        if let Some(f) = &read.fresh {
+            // Promote from lower tiers; upgrade an L1 copy that lacks the decoded value.
+            let l1_lacks_value = f.tier == 0
+                && !f.entry.is_negative()
+                && f.entry.decoded().is_none_or(|d| !d.is::<T>());
+            if f.tier > 0 || l1_lacks_value {
+                let decoded: Option<Arc<dyn Any + Send + Sync>> = match &f.value {
+                    Value::Some(a) => Some(a.clone()),
+                    Value::Negative => None,
+                };
+                let upto = if f.tier == 0 { 1 } else { f.tier };
+                self.promote(key, &f.entry, upto, decoded, now, scope).await;
+            }
+        }
+        read
+    }
+
+    /// The generic read loop.
+    async fn read_through<V>(
+        &self,
+        key: &Key,
+        now: Timestamp,
+        scope: &OpScope,
+        decode: impl Fn(usize, &Entry) -> Result<V>,
+    ) -> Read<V> {
+        let inner = &*self.inner;
+        let tel = &inner.telemetry;
+        let mut stale = None;
+        for tier in &inner.tiers {
+            let i = tier.position;
+            let entry = match tier.call(tel, false, tier.backend.get(key)).await {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    tel.miss(i);
+                    continue;
+                }
+                Err(e) => {
+                    scope.event(
+                        if e.kind() == ErrorKind::CircuitOpen { "breaker_skip" } else { "fall_through" },
+                        i,
+                    );
+                    continue;
+                }
+            };
+            if !entry.is_retained(now) {
+                tel.miss(i);
+                continue;
+            }
+            match decode(i, &entry) {
+                Ok(value) => {
+                    if entry.is_fresh(now) {
+                        tel.hit(i);
+                        return Read { fresh: Some(Found { tier: i, entry, value }), stale };
+                    }
+                    tel.miss(i);
+                    if stale.is_none() {
+                        stale = Some(Found { tier: i, entry, value });
+                    }
+                }
+                Err(_) => {
+                    // An undecodable copy is a miss that heals itself.
+                    tel.corrupt(i);
+                    tel.miss(i);
+                    scope.event("corrupt", i);
+                    let _ = tier.call(tel, true, tier.backend.delete(key)).await;
+                }
+            }
+        }
+        Read { fresh: None, stale }
+    }
+
+    fn decide(&self, key: &Key, value_len: usize, negative: bool) -> layercake_core::Decision {
+        self.inner.policy.decide(&PolicyContext { key, value_len, negative })
+    }
+
+    /// Cap a copy for a process- or host-local tier while the backplane is down.
+    fn local_copy(&self, tier: &Tier, entry: &Entry, now: Timestamp) -> Entry {
+        let mut e = entry.clone();
+        if tier.scope != Scope::Shared {
+            if let Some(bp) = &self.inner.backplane {
+                if !bp.is_connected() {
+                    let cap = now.plus(self.inner.disconnected_cap);
+                    e.expires_at = e.expires_at.min(cap);
+                    e.stale_until = e.stale_until.map(|s| s.min(cap));
+                }
+            }
+        }
+        e
+    }
+
+    /// Fill tiers `0..upto` (those the policy allows) with a copy of `entry`.
+    async fn promote(
+        &self,
+        key: &Key,
+        entry: &Entry,
+        upto: usize,
+        decoded: Option<Arc<dyn Any + Send + Sync>>,
+        now: Timestamp,
+        scope: &OpScope,
+    ) {
+        let d = self.decide(key, entry.value.len(), entry.is_negative());
+        let mut copy = entry.clone().without_decoded();
+        match d.promotion {
+            Promotion::Never => return,
+            Promotion::Capped(c) => {
+                let cap = now.plus(c);
+                copy.expires_at = copy.expires_at.min(cap);
+                copy.stale_until = copy.stale_until.map(|s| s.min(cap));
+            }
+            _ => {}
+        }
+        let tel = &self.inner.telemetry;
+        let jobs = self.inner.tiers[..upto.min(self.inner.tiers.len())]
+            .iter()
+            .filter(|t| d.tiers.contains(t.position) && !t.is_open())
+            .map(|t| {
+                let mut e = self.local_copy(t, &copy, now);
+                if t.scope == Scope::Process {
+                    if let Some(v) = &decoded {
+                        e = e.with_decoded(v.clone());
+                    }
+                }
+                async move {
+                    if self.write_to(t, key, e).await.is_ok() {
+                        tel.promoted(t.position);
+                        scope.event("promotion", t.position);
+                    }
+                }
+            });
+        join_all(jobs).await;
+    }
+
+    /// Write one entry to one tier, through its write-behind queue if it has one.
+    async fn write_to(&self, tier: &Tier, key: &Key, entry: Entry) -> Result<()> {
+        if let Some(wb) = &tier.write_behind {
+            match wb.try_set(key.clone(), entry) {
+                Ok(()) => return Ok(()),
+                Err((k, e)) => {
+                    self.inner.telemetry.write_behind_full(tier.position);
+                    return tier.call(&self.inner.telemetry, true, tier.backend.set(&k, &e)).await;
+                }
+            }
+        }
+        tier.call(&self.inner.telemetry, true, tier.backend.set(key, &entry)).await
+    }
+
+    /// Write an entry to the tiers of `tiers`; see the contract on [`Cache`].
+    async fn write_entry(
+        &self,
+        key: &Key,
+        entry: Entry,
+        tiers: TierSet,
+        decoded: Option<Arc<dyn Any + Send + Sync>>,
+    ) -> Result<()> {
+        let now = self.inner.clock.now();
+        let targets: Vec<&Tier> =
+            self.inner.tiers.iter().filter(|t| tiers.contains(t.position)).collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let size = entry.value.len() + key.len() + 64;
+        if let Some(t) = targets
+            .iter()
+            .find(|t| t.capability.max_value_bytes.is_some_and(|m| size > m))
+        {
+            return Err(Error::too_large(format!(
+                "a value of {} bytes does not fit tier {} (limit {:?} bytes); route it with a \
+                 size policy",
+                entry.value.len(),
+                t.name,
+                t.capability.max_value_bytes
+            ))
+            .with_tier(t.name.clone())
+            .with_backend(t.kind));
+        }
+        let results = join_all(targets.iter().map(|t| {
+            let mut e = self.local_copy(t, &entry, now);
+            if t.scope == Scope::Process {
+                if let Some(v) = &decoded {
+                    e = e.with_decoded(v.clone());
+                }
+            }
+            self.write_to(t, key, e)
+        }))
+        .await;
+        let mut stored = Vec::new();
+        let mut temporary = None;
+        let mut permanent = None;
+        for (t, r) in targets.iter().zip(results) {
+            match r {
+                Ok(()) => stored.push(*t),
+                Err(e) if e.is_temporary() => temporary = temporary.or(Some(e)),
+                Err(e) => permanent = permanent.or(Some(e)),
+            }
+        }
+        if let Some(e) = permanent {
+            // Nothing partial: remove what the other tiers took.
+            for t in stored {
+                let _ = t.call(&self.inner.telemetry, true, t.backend.delete(key)).await;
+            }
+            return Err(e);
+        }
+        match (stored.is_empty(), temporary) {
+            (true, Some(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    async fn publish(&self, target: Target, version: u64) {
+        if let Some(bp) = &self.inner.backplane {
+            let msg = Message { target, version, origin: bp.instance() };
+            if bp.publish(&msg).await.is_ok() {
+                self.inner.telemetry.backplane_sent();
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// Write a value to every tier the policy allows, with the policy's TTL.
+    pub async fn set<T>(&self, key: impl IntoKey, value: T) -> Result<()>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        self.set_with(key, value, &WriteOptions::default()).await
+    }
+
+    /// Write a value with tags and/or an explicit TTL.
+    pub async fn set_with<T>(&self, key: impl IntoKey, value: T, opts: &WriteOptions) -> Result<()>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let tel = &self.inner.telemetry;
+        let scope = tel.start(Op::Set);
+        let r = async {
+            let key = key.into_key(&*self.keys)?;
+            let version = self.store(&key, Some(Arc::new(value)), opts).await?;
+            self.publish(Target::Key(key.as_str().to_owned()), version).await;
+            Ok(())
+        }
+        .await;
+        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        r
+    }
+
+    /// Encode and write a value (`None` = a negative entry); returns the version written.
+    /// Used by `set` (which then publishes) and by loads (which do not).
+    async fn store<T>(&self, key: &Key, value: Option<Arc<T>>, opts: &WriteOptions) -> Result<u64>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        let inner = &*self.inner;
+        let (bytes, format, compression) = match &value {
+            Some(v) => {
+                let enc = inner.codec.encode(&**v)?;
+                (enc.bytes, enc.format, enc.compression)
+            }
+            None => (Vec::new(), inner.codec.format(), layercake_core::Compression::None),
+        };
+        let d = self.decide(key, bytes.len(), value.is_none());
+        let ttl = match (value.is_some(), opts.ttl) {
+            (true, Some(t)) => t,
+            _ => d.ttl,
+        };
+        inner.flights.supersede_key(key);
+        let version = inner.versions.next();
+        if ttl.is_zero() || d.tiers.is_empty() {
+            return Ok(version);
+        }
+        let now = inner.clock.now();
+        let entry = Entry::new(bytes, now, ttl)
+            .with_stale_for(d.stale_for)
+            .with_tags(opts.tags.iter().cloned())
+            .with_version(version)
+            .with_encoding(format, compression)
+            .with_flags(if value.is_none() { EntryFlags::NEGATIVE } else { EntryFlags::NONE });
+        let decoded = value.map(|v| v as Arc<dyn Any + Send + Sync>);
+        self.write_entry(key, entry, d.tiers, decoded).await?;
+        Ok(version)
+    }
+
+    /// Remove a key from every tier; an error if any tier could not be reached.
+    pub async fn delete(&self, key: impl IntoKey) -> Result<()> {
+        let tel = &self.inner.telemetry;
+        let scope = tel.start(Op::Delete);
+        let r = async {
+            let key = key.into_key(&*self.keys)?;
+            self.inner.flights.supersede_key(&key);
+            let results = join_all(self.inner.tiers.iter().map(|t| {
+                let key = key.clone();
+                async move {
+                    if let Some(wb) = &t.write_behind {
+                        let k = key.clone();
+                        if let Some(r) = wb.send_and_wait(move |ack| crate::write_behind::Job::Delete(k, ack)).await {
+                            return r;
+                        }
+                    }
+                    t.call(tel, true, t.backend.delete(&key)).await
+                }
+            }))
+            .await;
+            self.publish(Target::Key(key.as_str().to_owned()), 0).await;
+            results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+        }
+        .await;
+        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        r
+    }
+
+    /// Remove every entry whose key starts with the namespace prefix plus `prefix`, from every
+    /// tier. Pass `""` to drop the whole namespace.
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<()> {
+        let full = format!("{}{prefix}", self.keys.namespace().prefix());
+        self.invalidate(Selector::Prefix(full)).await
+    }
+
+    /// Remove every entry carrying `tag`, from every tier.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        self.invalidate(Selector::Tag(tag.to_owned())).await
+    }
+
+    /// Remove every entry the selector matches, from every tier; an error if any tier could
+    /// not do it (including tiers that cannot invalidate by that selector).
+    pub async fn invalidate(&self, selector: Selector) -> Result<()> {
+        let tel = &self.inner.telemetry;
+        let scope = tel.start(Op::Invalidate);
+        self.inner.flights.supersede(Some(&selector));
+        let results = join_all(self.inner.tiers.iter().map(|t| {
+            let s = selector.clone();
+            async move {
+                if let Some(wb) = &t.write_behind {
+                    let s2 = s.clone();
+                    if let Some(r) = wb.send_and_wait(move |ack| crate::write_behind::Job::Invalidate(s2, ack)).await {
+                        return r;
+                    }
+                }
+                t.call(tel, true, t.backend.invalidate(&s)).await
+            }
+        }))
+        .await;
+        let target = match &selector {
+            Selector::Prefix(p) => Target::Prefix(p.clone()),
+            Selector::Tag(t) => Target::Tag(t.clone()),
+            _ => Target::All,
+        };
+        self.publish(target, 0).await;
+        let r = results.into_iter().collect::<Result<Vec<()>>>().map(|_| ());
+        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        r
+    }
+
+    /// Remove everything from every tier.
+    pub async fn clear(&self) -> Result<()> {
+        let tel = &self.inner.telemetry;
+        self.inner.flights.supersede(None);
+        let results =
+            join_all(self.inner.tiers.iter().map(|t| t.call(tel, true, t.backend.clear()))).await;
+        self.publish(Target::All, 0).await;
+        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+    }
+
+    // ---------------------------------------------------------------- get-or-compute
+
+    /// Read a value, or compute it with `loader` once for all concurrent callers and write it
+    /// to the tiers.
+    ///
+    /// - a fresh hit returns at once; past the policy's refresh-ahead threshold it also starts
+    ///   one background refresh with this `loader`;
+    /// - on a miss, one caller per key runs the loader (in its own task: cancelling a caller
+    ///   does not cancel the load); the others get [`Source::Coalesced`];
+    /// - when the loader fails, panics or passes the soft timeout and a stale copy exists
+    ///   (within the policy's stale window), the stale copy is served ([`Source::Stale`]);
+    /// - the hard timeout ends the load with a `Timeout` error.
+    pub async fn get_or_compute<T, F, Fut, E>(
+        &self,
+        key: impl IntoKey,
+        loader: F,
+    ) -> Result<Lookup<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        self.get_or_compute_with(key, &WriteOptions::default(), loader).await
+    }
+
+    /// [`get_or_compute`](Cache::get_or_compute) with tags / TTL for the computed value.
+    pub async fn get_or_compute_with<T, F, Fut, E>(
+        &self,
+        key: impl IntoKey,
+        opts: &WriteOptions,
+        loader: F,
+    ) -> Result<Lookup<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        let l = self
+            .compute(key, opts, false, move || async move { loader().await.map(Some) })
+            .await?;
+        match l.value {
+            Some(value) => Ok(Lookup { value, source: l.source }),
+            None => Err(Error::loader("the loader returned no value")),
+        }
+    }
+
+    /// Like [`get_or_compute`](Cache::get_or_compute) for loaders that may find nothing:
+    /// `None` results are cached as negative entries for the policy's negative TTL
+    /// ([`PolicyExt::negative_ttl`](layercake_core::PolicyExt::negative_ttl)).
+    pub async fn get_or_compute_opt<T, F, Fut, E>(
+        &self,
+        key: impl IntoKey,
+        loader: F,
+    ) -> Result<Lookup<Option<Arc<T>>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        self.compute(key, &WriteOptions::default(), true, loader).await
+    }
+
+    async fn compute<T, F, Fut, E>(
+        &self,
+        key: impl IntoKey,
+        opts: &WriteOptions,
+        accept_negative: bool,
+        loader: F,
+    ) -> Result<Lookup<Option<Arc<T>>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        let tel = &self.inner.telemetry;
+        let scope = tel.start(Op::GetOrCompute);
+        let key = match key.into_key(&*self.keys) {
+            Ok(k) => k,
+            Err(e) => {
+                tel.finish(scope, Outcome::Error);
+                return Err(e);
+            }
+        };
+        let now = self.inner.clock.now();
+        let read = self.read_typed::<T>(&key, now, &scope).await;
+        let mut loader = Some(loader);
+        if let Some(f) = read.fresh {
+            if accept_negative || matches!(f.value, Value::Some(_)) {
+                let d = self.decide(&key, f.entry.value.len(), f.entry.is_negative());
+                if let RefreshAhead::AfterFraction(fr) = d.refresh_ahead {
+                    let ttl = f.entry.ttl().as_millis() as f64;
+                    let age = now.saturating_since(f.entry.created_at).as_millis() as f64;
+                    if age >= ttl * fr as f64 && !self.inner.flights.in_flight(&key) {
+                        if let (Role::Leader(h), Some(l)) = (self.inner.flights.join(&key), loader.take()) {
+                            self.spawn_load(h, key.clone(), opts.clone(), l);
+                        }
+                    }
+                }
+                tel.finish(scope, Outcome::Hit);
+                return Ok(Lookup { value: f.value.into_option(), source: Source::Hit { tier: f.tier } });
+            }
+        }
+        tel.full_miss();
+        let Some(loader) = loader else {
+            return Err(Error::loader("internal: loader already used"));
+        };
+        let (waiter, leader) = match self.inner.flights.join(&key) {
+            Role::Leader(h) => {
+                let w = h.waiter.clone();
+                self.spawn_load(h, key.clone(), opts.clone(), loader);
+                (w, true)
+            }
+            Role::Follower(w) => (w, false),
+        };
+        let stale = read.stale.filter(|s| accept_negative || matches!(s.value, Value::Some(_)));
+        let result: Shared = match (&stale, self.inner.soft_timeout) {
+            (Some(_), Some(soft)) => match tokio::time::timeout(soft, waiter.wait()).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::timeout(format!("the loader passed its soft timeout of {soft:?}"))),
+            },
+            _ => waiter.wait().await,
+        };
+        let out = match result {
+            Ok(v) => {
+                let value = match v {
+                    Some(any) => match any.downcast::<T>() {
+                        Ok(a) => Some(a),
+                        Err(_) => {
+                            tel.finish(scope, Outcome::Error);
+                            return Err(Error::codec(
+                                "a concurrent load of this key produced another type",
+                            ));
+                        }
+                    },
+                    None => None,
+                };
+                let source = if leader {
+                    Source::Computed
+                } else {
+                    tel.coalesced();
+                    Source::Coalesced
+                };
+                Ok(Lookup { value, source })
+            }
+            Err(e) => match stale {
+                Some(s) => {
+                    tel.stale_served();
+                    Ok(Lookup { value: s.value.into_option(), source: Source::Stale })
+                }
+                None => Err(e),
+            },
+        };
+        let outcome = match &out {
+            Ok(l) => match l.source {
+                Source::Computed => Outcome::Computed,
+                Source::Coalesced => Outcome::Coalesced,
+                Source::Stale => Outcome::Stale,
+                Source::Hit { .. } => Outcome::Hit,
+            },
+            Err(_) => Outcome::Error,
+        };
+        tel.finish(scope, outcome);
+        out
+    }
+
+    /// Run a load in its own task: loader (panic-safe, hard timeout), write the result unless
+    /// superseded, then publish it to the waiters.
+    fn spawn_load<T, F, Fut, E>(&self, h: LeaderHandle, key: Key, opts: WriteOptions, loader: F)
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        let cache = self.clone();
+        let hard = self.inner.hard_timeout;
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let run = AssertUnwindSafe(async move { loader().await }).catch_unwind();
+            let outcome = match hard {
+                Some(h) => tokio::time::timeout(h, run).await.map_err(|_| h),
+                None => Ok(run.await),
+            };
+            let result: Result<Option<Arc<T>>> = match outcome {
+                Ok(Ok(Ok(v))) => Ok(v.map(Arc::new)),
+                Ok(Ok(Err(e))) => Err(loader_error(e)),
+                Ok(Err(_panic)) => Err(Error::loader("the loader panicked")),
+                Err(h) => Err(Error::timeout(format!("the loader passed its hard timeout of {h:?}"))),
+            };
+            cache.inner.telemetry.loader_done(start.elapsed(), result.is_ok());
+            if let Ok(v) = &result {
+                if !h.state.superseded.load(std::sync::atomic::Ordering::Acquire) {
+                    // A fill after a miss publishes nothing; its failure only costs a future miss.
+                    let _ = cache.store(&key, v.clone(), &opts).await;
+                }
+            }
+            h.complete(result.map(|v| v.map(|a| a as Arc<dyn Any + Send + Sync>)));
+        });
+    }
+
+    // ---------------------------------------------------------------- batches
+
+    /// Read several values; one slot per input, in order. Each tier is asked once, with its
+    /// bulk operation, for the keys still missing; hits at lower tiers fill upper tiers.
+    pub async fn get_many<T, S>(&self, inputs: &[S]) -> Result<Vec<Option<Lookup<Arc<T>>>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        S: AsRef<str>,
+    {
+        let tel = &self.inner.telemetry;
+        let scope = tel.start(Op::GetMany);
+        let r = self.get_many_inner::<T, S>(inputs, &scope).await.map(|(v, _)| v);
+        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        r
+    }
+
+    async fn get_many_inner<T, S>(
+        &self,
+        inputs: &[S],
+        scope: &OpScope,
+    ) -> Result<(Vec<Option<Lookup<Arc<T>>>>, Vec<Key>)>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        S: AsRef<str>,
+    {
+        let inner = &*self.inner;
+        let tel = &inner.telemetry;
+        let keys: Vec<Key> =
+            inputs.iter().map(|s| self.keys.key_for_text(s.as_ref())).collect::<Result<_>>()?;
+        let now = inner.clock.now();
+        let mut out: Vec<Option<Lookup<Arc<T>>>> = (0..keys.len()).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..keys.len()).collect();
+        // (tier found, key index, entry, decoded)
+        let mut to_promote: Vec<(usize, usize, Entry, Arc<T>)> = Vec::new();
+        for tier in &inner.tiers {
+            if pending.is_empty() {
+                break;
+            }
+            let batch: Vec<Key> = pending.iter().map(|&i| keys[i].clone()).collect();
+            let got = match tier.call(tel, false, tier.backend.get_many(&batch)).await {
+                Ok(g) if g.len() == batch.len() => g,
+                Ok(_) => continue,
+                Err(_) => {
+                    scope.event("fall_through", tier.position);
+                    continue;
+                }
+            };
+            let mut still = Vec::new();
+            for (&i, entry) in pending.iter().zip(got) {
+                let Some(entry) = entry.filter(|e| e.is_fresh(now) && !e.is_negative()) else {
+                    tel.miss(tier.position);
+                    still.push(i);
+                    continue;
+                };
+                match decode_typed::<T>(&inner.codec, &entry) {
+                    Ok(Value::Some(v)) => {
+                        tel.hit(tier.position);
+                        if tier.position > 0 || entry.decoded().is_none() {
+                            to_promote.push((tier.position, i, entry, v.clone()));
+                        }
+                        out[i] = Some(Lookup { value: v, source: Source::Hit { tier: tier.position } });
+                    }
+                    _ => {
+                        tel.corrupt(tier.position);
+                        tel.miss(tier.position);
+                        let _ = tier.call(tel, true, tier.backend.delete(&keys[i])).await;
+                        still.push(i);
+                    }
+                }
+            }
+            pending = still;
+        }
+        for _ in &pending {
+            tel.full_miss();
+        }
+        // Fill upper tiers in bulk: one set_many per tier.
+        let mut per_tier: HashMap<usize, Vec<(Key, Entry)>> = HashMap::new();
+        for (found, i, entry, v) in to_promote {
+            let d = self.decide(&keys[i], entry.value.len(), false);
+            if d.promotion == Promotion::Never {
+                continue;
+            }
+            let upto = if found == 0 { 1 } else { found };
+            for t in &inner.tiers[..upto] {
+                if !d.tiers.contains(t.position) {
+                    continue;
+                }
+                let mut e = self.local_copy(t, &entry.clone().without_decoded(), now);
+                if let Promotion::Capped(c) = d.promotion {
+                    e.expires_at = e.expires_at.min(now.plus(c));
+                    e.stale_until = e.stale_until.map(|s| s.min(now.plus(c)));
+                }
+                if t.scope == Scope::Process {
+                    e = e.with_decoded(v.clone());
+                }
+                per_tier.entry(t.position).or_default().push((keys[i].clone(), e));
+            }
+        }
+        join_all(per_tier.into_iter().map(|(pos, items)| {
+            let t = &inner.tiers[pos];
+            async move {
+                let n = items.len();
+                if t.call(tel, true, t.backend.set_many(&items)).await.is_ok() {
+                    for _ in 0..n {
+                        tel.promoted(pos);
+                    }
+                }
+            }
+        }))
+        .await;
+        let missing = pending.iter().map(|&i| keys[i].clone()).collect();
+        Ok((out, missing))
+    }
+
+    /// Read several values and compute the missing ones with one loader call that receives
+    /// only the missing inputs and returns what it found (inputs it leaves out stay `None`).
+    pub async fn get_or_compute_many<T, S, F, Fut, E>(
+        &self,
+        inputs: &[S],
+        loader: F,
+    ) -> Result<Vec<Option<Lookup<Arc<T>>>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        S: AsRef<str>,
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: Future<Output = std::result::Result<HashMap<String, T>, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let tel = &self.inner.telemetry;
+        let scope = tel.start(Op::GetOrComputeMany);
+        let r = async {
+            let (mut out, _) = self.get_many_inner::<T, S>(inputs, &scope).await?;
+            let missing: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
+            if missing.is_empty() {
+                return Ok(out);
+            }
+            let wanted: Vec<String> = missing.iter().map(|&i| inputs[i].as_ref().to_owned()).collect();
+            let start = Instant::now();
+            let loaded = loader(wanted).await;
+            tel.loader_done(start.elapsed(), loaded.is_ok());
+            let mut loaded = loaded.map_err(loader_error)?;
+            for i in missing {
+                if let Some(v) = loaded.remove(inputs[i].as_ref()) {
+                    let key = self.keys.key_for_text(inputs[i].as_ref())?;
+                    let v = Arc::new(v);
+                    let _ = self.store(&key, Some(v.clone()), &WriteOptions::default()).await;
+                    out[i] = Some(Lookup { value: v, source: Source::Computed });
+                }
+            }
+            Ok(out)
+        }
+        .await;
+        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        r
+    }
+
+    // ---------------------------------------------------------------- warm
+
+    /// Fill upper tiers from lower ones, without decoding; returns how many keys were found.
+    pub async fn warm(&self, what: Warm<'_>) -> Result<usize> {
+        let tel = &self.inner.telemetry;
+        let scope = tel.start(Op::Warm);
+        let r = async {
+            let keys: Vec<Key> = match what {
+                Warm::Keys(ks) => ks.iter().map(|k| self.keys.key_for_text(k)).collect::<Result<_>>()?,
+                Warm::Prefix { prefix, limit } => {
+                    let full = format!("{}{prefix}", self.keys.namespace().prefix());
+                    let mut found = None;
+                    for t in self.inner.tiers.iter().rev().filter(|t| t.capability.list_keys) {
+                        if let Ok(ks) = t.call(tel, false, t.backend.keys_with_prefix(&full, limit)).await {
+                            found = Some(ks);
+                            break;
+                        }
+                    }
+                    found.ok_or_else(|| {
+                        Error::unsupported("no reachable tier can list keys by prefix")
+                    })?
+                }
+            };
+            let now = self.inner.clock.now();
+            let mut n = 0;
+            for key in &keys {
+                let read = self.read_through(key, now, &scope, |_, _| Ok(())).await;
+                if let Some(f) = read.fresh {
+                    n += 1;
+                    if f.tier > 0 {
+                        self.promote(key, &f.entry, f.tier, None, now, &scope).await;
+                    }
+                }
+            }
+            Ok(n)
+        }
+        .await;
+        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        r
+    }
+
+    // ---------------------------------------------------------------- lifecycle
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> Stats {
+        let rec = &self.inner.telemetry.stats;
+        let ld = std::sync::atomic::Ordering::Relaxed;
+        Stats {
+            tiers: self
+                .inner
+                .tiers
+                .iter()
+                .map(|t| {
+                    let c = rec.tier(t.position);
+                    let get = |f: fn(&crate::stats::TierCounters) -> &std::sync::atomic::AtomicU64| {
+                        c.map_or(0, |c| f(c).load(ld))
+                    };
+                    TierStats {
+                        name: t.name.to_string(),
+                        kind: t.kind,
+                        hits: get(|c| &c.hits),
+                        misses: get(|c| &c.misses),
+                        errors: get(|c| &c.errors),
+                        skipped: get(|c| &c.skipped),
+                        promotions: get(|c| &c.promotions),
+                        corrupt: get(|c| &c.corrupt) + t.backend.corrupt_reads(),
+                        breaker: t.breaker.as_ref().map_or(crate::BreakerState::Closed, |b| b.state()),
+                        breaker_transitions: t.breaker.as_ref().map_or(0, |b| b.transitions()),
+                        write_behind_depth: t.write_behind.as_ref().map_or(0, |w| w.depth()),
+                        write_behind_failures: t
+                            .write_behind
+                            .as_ref()
+                            .map_or(0, |w| w.failures.load(ld)),
+                    }
+                })
+                .collect(),
+            latency: rec.op_latencies(),
+            loader_calls: rec.loader_calls.load(ld),
+            loader_errors: rec.loader_errors.load(ld),
+            loader_latency: rec.loader_latency(),
+            coalesced: rec.coalesced.load(ld),
+            stale_served: rec.stale_served.load(ld),
+            misses: rec.misses.load(ld),
+        }
+    }
+
+    /// Loads running now (single-flight entries).
+    pub fn loads_in_flight(&self) -> usize {
+        self.inner.flights.len()
+    }
+
+    /// Flush write-behind queues and stop background tasks. Reads and writes still work
+    /// afterwards, write-through.
+    pub async fn shutdown(&self) {
+        for t in &self.inner.tiers {
+            if let Some(wb) = &t.write_behind {
+                wb.flush_and_stop().await;
+            }
+        }
+        for t in self.inner.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// The composed stack as one untyped [`Backend`](layercake_core::Backend).
+    pub fn as_backend(&self) -> crate::TieredBackend {
+        crate::TieredBackend { cache: self.clone() }
+    }
+
+    pub(crate) async fn raw_get(&self, key: &Key) -> Result<Option<Entry>> {
+        let scope = self.inner.telemetry.start(Op::Get);
+        let now = self.inner.clock.now();
+        let read = self.read_through(key, now, &scope, |_, _| Ok(())).await;
+        let r = match read.fresh.or(read.stale) {
+            Some(f) => {
+                if f.tier > 0 {
+                    self.promote(key, &f.entry, f.tier, None, now, &scope).await;
+                }
+                Some(f.entry.without_decoded())
+            }
+            None => None,
+        };
+        self.inner.telemetry.finish(scope, Outcome::Ok);
+        Ok(r)
+    }
+
+    pub(crate) async fn raw_set(&self, key: &Key, entry: &Entry) -> Result<()> {
+        self.inner.flights.supersede_key(key);
+        let now = self.inner.clock.now();
+        if !entry.is_retained(now) {
+            return self.delete(key).await;
+        }
+        let d = self.decide(key, entry.value.len(), entry.is_negative());
+        self.write_entry(key, entry.clone().without_decoded(), d.tiers, None).await?;
+        self.publish(Target::Key(key.as_str().to_owned()), entry.version).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! Cross-instance coherence: entry versions and the backplane listener that drops local copies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use layercake_core::backplane::{Backplane, BackplaneEvent, Target};
+use layercake_core::{Key, Selector, SharedClock};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use crate::cache::Inner;
+use crate::tier::Scope;
+
+/// Generates per-key versions: microseconds of wall time, strictly increasing within the
+/// process, so versions from different instances order by time of write.
+#[derive(Debug)]
+pub(crate) struct Versions {
+    last: AtomicU64,
+    clock: SharedClock,
+}
+
+impl Versions {
+    pub(crate) fn new(clock: SharedClock) -> Versions {
+        Versions { last: AtomicU64::new(0), clock }
+    }
+
+    pub(crate) fn next(&self) -> u64 {
+        let now = self.clock.now().as_millis().saturating_mul(1000);
+        let mut prev = self.last.load(Ordering::Relaxed);
+        loop {
+            let v = now.max(prev + 1);
+            match self.last.compare_exchange_weak(prev, v, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return v,
+                Err(p) => prev = p,
+            }
+        }
+    }
+}
+
+/// How long local copies may live while the backplane is disconnected (default 5 s).
+pub(crate) const DEFAULT_DISCONNECTED_L1_CAP: Duration = Duration::from_secs(5);
+
+/// Start the task that applies backplane events to the local tiers.
+pub(crate) fn spawn_listener(inner: Arc<Inner>, backplane: Arc<dyn Backplane>) -> JoinHandle<()> {
+    let mut rx = backplane.subscribe();
+    let weak = Arc::downgrade(&inner);
+    drop(inner);
+    tokio::spawn(async move {
+        loop {
+            let event = rx.recv().await;
+            let Some(inner) = weak.upgrade() else { return };
+            match event {
+                Ok(BackplaneEvent::Message(m)) => {
+                    inner.telemetry.backplane_received();
+                    match m.target {
+                        Target::Key(k) => {
+                            if let Ok(key) = Key::new(&k) {
+                                inner.flights.supersede_key(&key);
+                                drop_local_key(&inner, &key).await;
+                            }
+                        }
+                        Target::Prefix(p) => {
+                            let s = Selector::Prefix(p);
+                            inner.flights.supersede(Some(&s));
+                            drop_local(&inner, Some(&s)).await;
+                        }
+                        Target::Tag(t) => {
+                            let s = Selector::Tag(t);
+                            inner.flights.supersede(Some(&s));
+                            drop_local(&inner, Some(&s)).await;
+                        }
+                        _ => {
+                            inner.flights.supersede(None);
+                            drop_local(&inner, None).await;
+                        }
+                    }
+                }
+                Ok(BackplaneEvent::Reconnected) | Err(RecvError::Lagged(_)) => {
+                    // Messages may have been lost: nothing local can be trusted.
+                    inner.telemetry.backplane_reconnect();
+                    inner.flights.supersede(None);
+                    drop_local(&inner, None).await;
+                }
+                Ok(_) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+fn local_tiers(inner: &Inner) -> impl Iterator<Item = &crate::tier::Tier> {
+    inner.tiers.iter().filter(|t| t.scope != Scope::Shared)
+}
+
+async fn drop_local_key(inner: &Inner, key: &Key) {
+    for t in local_tiers(inner) {
+        let _ = t.call(&inner.telemetry, true, t.backend.delete(key)).await;
+    }
+}
+
+async fn drop_local(inner: &Inner, selector: Option<&Selector>) {
+    for t in local_tiers(inner) {
+        let r = match selector {
+            Some(s) if matches!(s, Selector::Prefix(_)) && t.capability.prefix_invalidation => {
+                t.call(&inner.telemetry, true, t.backend.invalidate(s)).await
+            }
+            Some(s) if matches!(s, Selector::Tag(_)) && t.capability.tag_invalidation => {
+                t.call(&inner.telemetry, true, t.backend.invalidate(s)).await
+            }
+            _ => Err(layercake_core::Error::unsupported("fall back to clear")),
+        };
+        if r.is_err() {
+            let _ = t.call(&inner.telemetry, true, t.backend.clear()).await;
+        }
+    }
+}

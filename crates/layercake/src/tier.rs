@@ -1,0 +1,236 @@
+//! A tier at run time: its backend, timeouts, breaker and write mode.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use layercake_core::{Backend, Capability, Error, Result};
+
+use crate::breaker::{Breaker, BreakerConfig, Permit};
+use crate::telemetry::Telemetry;
+use crate::write_behind::WriteBehind;
+
+/// Which instances see a tier's entries; decides what the backplane invalidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Only this process (memory): backplane messages drop entries here.
+    Process,
+    /// Every process on this host (a local directory): backplane messages drop entries here
+    /// too, since other hosts do not share it.
+    Host,
+    /// Every instance (Redis, PostgreSQL): written once, seen by all; never invalidated by
+    /// backplane messages.
+    Shared,
+}
+
+/// How writes reach a tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// `set` waits for the tier.
+    Through,
+    /// `set` enqueues the write in a bounded queue of this capacity, drained in order by a
+    /// background task and flushed by [`Cache::shutdown`](crate::Cache::shutdown); when the
+    /// queue is full the write is done in line (back-pressure, nothing dropped). Deletes and
+    /// invalidations go through the same queue, in order, and wait for completion.
+    Behind {
+        /// Queue capacity.
+        capacity: usize,
+    },
+}
+
+/// Per-tier options given to the builder.
+///
+/// Defaults depend on the backend kind: a `memory` tier has no timeout and no breaker (it
+/// cannot hang or be down); other tiers get a 250 ms read timeout, a 1 s write timeout and the
+/// default [`BreakerConfig`] (3 failures, 1 s open).
+#[derive(Debug, Clone)]
+pub struct TierOptions {
+    pub(crate) name: Option<String>,
+    pub(crate) read_timeout: Option<Option<Duration>>,
+    pub(crate) write_timeout: Option<Option<Duration>>,
+    pub(crate) breaker: Option<Option<BreakerConfig>>,
+    pub(crate) write_mode: WriteMode,
+    pub(crate) scope: Option<Scope>,
+}
+
+impl Default for TierOptions {
+    fn default() -> Self {
+        TierOptions {
+            name: None,
+            read_timeout: None,
+            write_timeout: None,
+            breaker: None,
+            write_mode: WriteMode::Through,
+            scope: None,
+        }
+    }
+}
+
+impl TierOptions {
+    /// Options with the defaults for the backend kind.
+    pub fn new() -> TierOptions {
+        TierOptions::default()
+    }
+    /// The tier's name in stats, metrics and errors (default `l1`, `l2`, … by position).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// Timeout of reads (`None` = no timeout).
+    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
+        self.read_timeout = Some(t);
+        self
+    }
+    /// Timeout of writes, deletes and invalidations (`None` = no timeout).
+    pub fn write_timeout(mut self, t: Option<Duration>) -> Self {
+        self.write_timeout = Some(t);
+        self
+    }
+    /// Circuit breaker (`None` = no breaker).
+    pub fn breaker(mut self, b: Option<BreakerConfig>) -> Self {
+        self.breaker = Some(b);
+        self
+    }
+    /// Write mode (default [`WriteMode::Through`]).
+    pub fn write_mode(mut self, m: WriteMode) -> Self {
+        self.write_mode = m;
+        self
+    }
+    /// Scope (default: `Process` for memory, `Host` for file, `Shared` otherwise).
+    pub fn scope(mut self, s: Scope) -> Self {
+        self.scope = Some(s);
+        self
+    }
+}
+
+/// A configured tier.
+#[derive(Debug)]
+pub(crate) struct Tier {
+    pub(crate) name: Arc<str>,
+    pub(crate) position: usize,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) kind: &'static str,
+    pub(crate) capability: Capability,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) breaker: Option<Breaker>,
+    pub(crate) scope: Scope,
+    pub(crate) write_behind: Option<WriteBehind>,
+}
+
+/// Releases a half-open probe that ended without a verdict (the caller was cancelled).
+struct ProbeGuard<'a> {
+    breaker: Option<&'a Breaker>,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.breaker {
+            b.release_probe();
+        }
+    }
+}
+
+impl Tier {
+    pub(crate) fn new(position: usize, backend: Arc<dyn Backend>, opts: TierOptions) -> Tier {
+        let kind = backend.kind();
+        let is_memory = kind == "memory";
+        let default_read = if is_memory { None } else { Some(Duration::from_millis(250)) };
+        let default_write = if is_memory { None } else { Some(Duration::from_secs(1)) };
+        let default_breaker = if is_memory { None } else { Some(BreakerConfig::default()) };
+        let scope = opts.scope.unwrap_or(match kind {
+            "memory" => Scope::Process,
+            "file" => Scope::Host,
+            _ if !backend.capability().shared => Scope::Process,
+            _ => Scope::Shared,
+        });
+        Tier {
+            name: Arc::from(opts.name.unwrap_or_else(|| format!("l{}", position + 1))),
+            position,
+            capability: backend.capability(),
+            kind,
+            backend,
+            read_timeout: opts.read_timeout.unwrap_or(default_read),
+            write_timeout: opts.write_timeout.unwrap_or(default_write),
+            breaker: opts.breaker.unwrap_or(default_breaker).map(Breaker::new),
+            scope,
+            write_behind: None,
+        }
+    }
+
+    /// Whether the tier is currently skipped by its breaker (without taking a probe).
+    pub(crate) fn is_open(&self) -> bool {
+        self.breaker
+            .as_ref()
+            .is_some_and(|b| b.state() == crate::breaker::BreakerState::Open)
+    }
+
+    /// Run one operation against the tier with its timeout and breaker; errors are tagged
+    /// with the tier and counted.
+    pub(crate) async fn call<T, F>(
+        &self,
+        telemetry: &Telemetry,
+        write: bool,
+        fut: F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let permit = match &self.breaker {
+            Some(b) => b.permit(),
+            None => Permit::Pass,
+        };
+        if permit == Permit::Reject {
+            telemetry.skipped(self.position);
+            return Err(Error::new(
+                layercake_core::ErrorKind::CircuitOpen,
+                "circuit breaker open; tier skipped",
+            )
+            .with_tier(self.name.clone())
+            .with_backend(self.kind));
+        }
+        let mut guard = ProbeGuard {
+            breaker: if permit == Permit::Probe { self.breaker.as_ref() } else { None },
+        };
+        let timeout = if write { self.write_timeout } else { self.read_timeout };
+        let res = match timeout {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::timeout(format!(
+                    "{} did not answer within {t:?}",
+                    if write { "write" } else { "read" }
+                ))),
+            },
+            None => fut.await,
+        };
+        guard.breaker = None;
+        match res {
+            Ok(v) => {
+                if let Some(b) = &self.breaker {
+                    if let Some(s) = b.success() {
+                        telemetry.breaker_changed(self.position, s);
+                    }
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let e = if e.tier().is_none() { e.with_tier(self.name.clone()) } else { e };
+                let e = if e.backend().is_none() { e.with_backend(self.kind) } else { e };
+                telemetry.error(self.position, &e);
+                if let Some(b) = &self.breaker {
+                    if e.is_temporary() {
+                        if let Some(s) = b.failure(permit == Permit::Probe) {
+                            telemetry.breaker_changed(self.position, s);
+                        }
+                    } else if permit == Permit::Probe {
+                        // A permanent error still proves the tier answers.
+                        if let Some(s) = b.success() {
+                            telemetry.breaker_changed(self.position, s);
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Write-behind: a bounded, ordered queue of writes to one slow tier, drained by a task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use layercake_core::{Backend, Entry, Key, Result, Selector};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// One queued operation.
+pub(crate) enum Job {
+    Set(Key, Entry),
+    Delete(Key, oneshot::Sender<Result<()>>),
+    Invalidate(Selector, oneshot::Sender<Result<()>>),
+}
+
+/// The queue of one tier.
+#[derive(Debug)]
+pub(crate) struct WriteBehind {
+    tx: parking_lot::Mutex<Option<mpsc::Sender<Job>>>,
+    worker: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    pub(crate) failures: Arc<AtomicU64>,
+    capacity: usize,
+}
+
+impl WriteBehind {
+    /// Start the worker for `backend`.
+    pub(crate) fn start(backend: Arc<dyn Backend>, capacity: usize) -> WriteBehind {
+        let (tx, mut rx) = mpsc::channel::<Job>(capacity.max(1));
+        let failures = Arc::new(AtomicU64::new(0));
+        let f = failures.clone();
+        let worker = tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                match job {
+                    Job::Set(k, e) => {
+                        if backend.set(&k, &e).await.is_err() {
+                            f.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Job::Delete(k, ack) => {
+                        let _ = ack.send(backend.delete(&k).await);
+                    }
+                    Job::Invalidate(s, ack) => {
+                        let _ = ack.send(backend.invalidate(&s).await);
+                    }
+                }
+            }
+        });
+        WriteBehind {
+            tx: parking_lot::Mutex::new(Some(tx)),
+            worker: parking_lot::Mutex::new(Some(worker)),
+            failures,
+            capacity,
+        }
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Job>> {
+        self.tx.lock().clone()
+    }
+
+    /// Enqueue a set; returns the job back when the queue is full or closed (the caller then
+    /// writes in line).
+    pub(crate) fn try_set(&self, key: Key, entry: Entry) -> std::result::Result<(), (Key, Entry)> {
+        match self.sender() {
+            Some(tx) => match tx.try_send(Job::Set(key, entry)) {
+                Ok(()) => Ok(()),
+                // try_send hands back exactly the job it was given.
+                Err(e) => match e.into_inner() {
+                    Job::Set(k, e) => Err((k, e)),
+                    Job::Delete(..) | Job::Invalidate(..) => Ok(()),
+                },
+            },
+            None => Err((key, entry)),
+        }
+    }
+
+    /// Enqueue a job that needs an acknowledgement and wait for it (keeps order with queued
+    /// sets). `None` when the queue is closed (the caller then acts in line).
+    pub(crate) async fn send_and_wait(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<()>>) -> Job,
+    ) -> Option<Result<()>> {
+        let tx = self.sender()?;
+        let (ack, rx) = oneshot::channel();
+        tx.send(make(ack)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Queued jobs now.
+    pub(crate) fn depth(&self) -> usize {
+        self.sender()
+            .map_or(0, |tx| self.capacity.max(1) - tx.capacity())
+    }
+
+    /// Close the queue and wait until every queued write is done.
+    pub(crate) async fn flush_and_stop(&self) {
+        self.tx.lock().take();
+        let worker = self.worker.lock().take();
+        if let Some(w) = worker {
+            let _ = w.await;
+        }
+    }
+}
