@@ -29,13 +29,13 @@ use crate::write_behind::WriteBehind;
 /// let err = Cache::builder("x").build().unwrap_err();
 /// assert!(err.to_string().contains("at least one tier"));
 /// let err = Cache::builder("x")
-///     .tier_with(MemoryBackend::with_max_bytes(1024), TierOptions::new().name("a"))
-///     .tier_with(MemoryBackend::with_max_bytes(1024), TierOptions::new().name("a"))
+///     .tier_with(MemoryBackend::with_max_bytes(1024).unwrap(), TierOptions::new().name("a"))
+///     .tier_with(MemoryBackend::with_max_bytes(1024).unwrap(), TierOptions::new().name("a"))
 ///     .build()
 ///     .unwrap_err();
 /// assert!(err.to_string().contains("tier name \"a\" is used twice"));
 /// let err = Cache::builder("x")
-///     .tier(MemoryBackend::with_max_bytes(1024))
+///     .tier(MemoryBackend::with_max_bytes(1024).unwrap())
 ///     .loader_timeouts(Some(Duration::from_secs(2)), Some(Duration::from_secs(1)))
 ///     .build()
 ///     .unwrap_err();
@@ -155,15 +155,18 @@ impl CacheBuilder {
         if self.tiers.len() > 64 {
             return Err(Error::config("a cache has at most 64 tiers"));
         }
-        if let (Some(s), Some(h)) = (self.soft, self.hard) {
-            if s >= h {
-                return Err(Error::config(format!(
-                    "the loader's soft timeout ({s:?}) must be shorter than its hard timeout ({h:?})"
-                )));
-            }
+        if let (Some(s), Some(h)) = (self.soft, self.hard)
+            && s >= h
+        {
+            return Err(Error::config(format!(
+                "the loader's soft timeout ({s:?}) must be shorter than its hard timeout ({h:?})"
+            )));
         }
         let needs_runtime = self.backplane.is_some()
-            || self.tiers.iter().any(|(_, o)| matches!(o.write_mode, WriteMode::Behind { .. }));
+            || self
+                .tiers
+                .iter()
+                .any(|(_, o)| matches!(o.write_mode, WriteMode::Behind { .. }));
         if needs_runtime && tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::config(
                 "a backplane or write-behind tier needs a Tokio runtime: call build() inside one",
@@ -175,11 +178,16 @@ impl CacheBuilder {
             let mode = opts.write_mode;
             let mut t = Tier::new(i, backend, opts);
             if !names.insert(t.name.clone()) {
-                return Err(Error::config(format!("tier name {:?} is used twice", &*t.name)));
+                return Err(Error::config(format!(
+                    "tier name {:?} is used twice",
+                    &*t.name
+                )));
             }
             if let WriteMode::Behind { capacity } = mode {
                 if capacity == 0 {
-                    return Err(Error::config("a write-behind queue needs a capacity above 0"));
+                    return Err(Error::config(
+                        "a write-behind queue needs a capacity above 0",
+                    ));
                 }
                 t.write_behind = Some(WriteBehind::start(t.backend.clone(), capacity));
             }

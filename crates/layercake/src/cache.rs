@@ -11,8 +11,8 @@ use futures::FutureExt as _;
 use futures::future::join_all;
 use layercake_core::backplane::{Backplane, Message, Target};
 use layercake_core::{
-    Codec, Entry, EntryFlags, Error, ErrorKind, Key, KeyStrategy, Policy, PolicyContext,
-    Promotion, RefreshAhead, Result, Selector, SharedClock, TierSet, Timestamp,
+    Codec, Entry, EntryFlags, Error, ErrorKind, Key, KeyStrategy, Policy, PolicyContext, Promotion,
+    RefreshAhead, Result, Selector, SharedClock, TierSet, Timestamp,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -88,7 +88,14 @@ impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
             .field("name", &self.name)
-            .field("tiers", &self.tiers.iter().map(|t| (&*t.name, t.kind)).collect::<Vec<_>>())
+            .field(
+                "tiers",
+                &self
+                    .tiers
+                    .iter()
+                    .map(|t| (&*t.name, t.kind))
+                    .collect::<Vec<_>>(),
+            )
             .field("policy", &self.policy)
             .field("codec", &self.codec)
             .field("backplane", &self.backplane.as_ref().map(|b| b.kind()))
@@ -127,7 +134,7 @@ impl Drop for Inner {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> layercake::Result<()> {
 /// use layercake::{Cache, MemoryBackend, Source};
-/// let cache = Cache::builder("docs").tier(MemoryBackend::with_max_bytes(1 << 20)).build()?;
+/// let cache = Cache::builder("docs").tier(MemoryBackend::with_max_bytes(1 << 20)?).build()?;
 /// let first = cache.get_or_compute("answer", || async { Ok::<_, std::io::Error>(42u32) }).await?;
 /// assert_eq!((*first.value, first.source), (42, Source::Computed));
 /// let again = cache.get::<u32>("answer").await?.unwrap();
@@ -191,14 +198,31 @@ where
     if entry.is_negative() {
         return Ok(Value::Negative);
     }
-    if let Some(d) = entry.decoded() {
-        if let Ok(a) = d.clone().downcast::<T>() {
-            return Ok(Value::Some(a));
-        }
+    if let Some(d) = entry.decoded()
+        && let Ok(a) = d.clone().downcast::<T>()
+    {
+        return Ok(Value::Some(a));
     }
     codec
         .decode::<T>(&entry.value, entry.format, entry.compression)
         .map(|v| Value::Some(Arc::new(v)))
+}
+
+/// Shorten an entry's lifetime (fresh and stale) to end by `cap`; never extends it.
+fn cap_lifetime(e: &mut Entry, cap: Timestamp) {
+    e.expires_at = e.expires_at.min(cap);
+    e.stale_until = e.stale_until.map(|s| s.min(cap));
+}
+
+/// The copy of a lower tier's entry to promote, or `None` when promotion is off.
+fn promotion_copy(entry: &Entry, promotion: Promotion, now: Timestamp) -> Option<Entry> {
+    let mut copy = entry.clone().without_decoded();
+    match promotion {
+        Promotion::Never => return None,
+        Promotion::Capped(c) => cap_lifetime(&mut copy, now.plus(c)),
+        _ => {}
+    }
+    Some(copy)
 }
 
 fn loader_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
@@ -215,7 +239,10 @@ impl Cache {
     /// The same cache (same tiers, same state) making keys with another strategy — e.g. one
     /// handle per namespace.
     pub fn with_keys(&self, keys: impl KeyStrategy) -> Cache {
-        Cache { inner: self.inner.clone(), keys: Arc::new(keys) }
+        Cache {
+            inner: self.inner.clone(),
+            keys: Arc::new(keys),
+        }
     }
 
     /// The cache's name.
@@ -235,7 +262,11 @@ impl Cache {
 
     /// Tier names in order.
     pub fn tier_names(&self) -> Vec<String> {
-        self.inner.tiers.iter().map(|t| t.name.to_string()).collect()
+        self.inner
+            .tiers
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect()
     }
 
     // ---------------------------------------------------------------- reads
@@ -260,7 +291,10 @@ impl Cache {
         match read.fresh {
             Some(f) => {
                 tel.finish(scope, Outcome::Hit);
-                Ok(f.value.into_option().map(|value| Lookup { value, source: Source::Hit { tier: f.tier } }))
+                Ok(f.value.into_option().map(|value| Lookup {
+                    value,
+                    source: Source::Hit { tier: f.tier },
+                }))
             }
             None => {
                 tel.full_miss();
@@ -317,7 +351,11 @@ impl Cache {
                 }
                 Err(e) => {
                     scope.event(
-                        if e.kind() == ErrorKind::CircuitOpen { "breaker_skip" } else { "fall_through" },
+                        if e.kind() == ErrorKind::CircuitOpen {
+                            "breaker_skip"
+                        } else {
+                            "fall_through"
+                        },
                         i,
                     );
                     continue;
@@ -331,11 +369,22 @@ impl Cache {
                 Ok(value) => {
                     if entry.is_fresh(now) {
                         tel.hit(i);
-                        return Read { fresh: Some(Found { tier: i, entry, value }), stale };
+                        return Read {
+                            fresh: Some(Found {
+                                tier: i,
+                                entry,
+                                value,
+                            }),
+                            stale,
+                        };
                     }
                     tel.miss(i);
                     if stale.is_none() {
-                        stale = Some(Found { tier: i, entry, value });
+                        stale = Some(Found {
+                            tier: i,
+                            entry,
+                            value,
+                        });
                     }
                 }
                 Err(_) => {
@@ -351,22 +400,33 @@ impl Cache {
     }
 
     fn decide(&self, key: &Key, value_len: usize, negative: bool) -> layercake_core::Decision {
-        self.inner.policy.decide(&PolicyContext { key, value_len, negative })
+        self.inner.policy.decide(&PolicyContext {
+            key,
+            value_len,
+            negative,
+        })
     }
 
-    /// Cap a copy for a process- or host-local tier while the backplane is down.
-    fn local_copy(&self, tier: &Tier, entry: &Entry, now: Timestamp) -> Entry {
+    /// The copy of `entry` for `tier`: capped while the backplane is down if the tier is
+    /// process- or host-local, and carrying the decoded value if the tier is in-process.
+    fn tier_copy(
+        &self,
+        tier: &Tier,
+        entry: &Entry,
+        now: Timestamp,
+        decoded: Option<&Arc<dyn Any + Send + Sync>>,
+    ) -> Entry {
         let mut e = entry.clone();
-        if tier.scope != Scope::Shared {
-            if let Some(bp) = &self.inner.backplane {
-                if !bp.is_connected() {
-                    let cap = now.plus(self.inner.disconnected_cap);
-                    e.expires_at = e.expires_at.min(cap);
-                    e.stale_until = e.stale_until.map(|s| s.min(cap));
-                }
-            }
+        if tier.scope != Scope::Shared
+            && let Some(bp) = &self.inner.backplane
+            && !bp.is_connected()
+        {
+            cap_lifetime(&mut e, now.plus(self.inner.disconnected_cap));
         }
-        e
+        match decoded {
+            Some(v) if tier.scope == Scope::Process => e.with_decoded(v.clone()),
+            _ => e,
+        }
     }
 
     /// Fill tiers `0..upto` (those the policy allows) with a copy of `entry`.
@@ -380,27 +440,15 @@ impl Cache {
         scope: &OpScope,
     ) {
         let d = self.decide(key, entry.value.len(), entry.is_negative());
-        let mut copy = entry.clone().without_decoded();
-        match d.promotion {
-            Promotion::Never => return,
-            Promotion::Capped(c) => {
-                let cap = now.plus(c);
-                copy.expires_at = copy.expires_at.min(cap);
-                copy.stale_until = copy.stale_until.map(|s| s.min(cap));
-            }
-            _ => {}
-        }
+        let Some(copy) = promotion_copy(entry, d.promotion, now) else {
+            return;
+        };
         let tel = &self.inner.telemetry;
         let jobs = self.inner.tiers[..upto.min(self.inner.tiers.len())]
             .iter()
             .filter(|t| d.tiers.contains(t.position) && !t.is_open())
             .map(|t| {
-                let mut e = self.local_copy(t, &copy, now);
-                if t.scope == Scope::Process {
-                    if let Some(v) = &decoded {
-                        e = e.with_decoded(v.clone());
-                    }
-                }
+                let e = self.tier_copy(t, &copy, now, decoded.as_ref());
                 async move {
                     if self.write_to(t, key, e).await.is_ok() {
                         tel.promoted(t.position);
@@ -414,15 +462,17 @@ impl Cache {
     /// Write one entry to one tier, through its write-behind queue if it has one.
     async fn write_to(&self, tier: &Tier, key: &Key, entry: Entry) -> Result<()> {
         if let Some(wb) = &tier.write_behind {
-            match wb.try_set(key.clone(), entry) {
-                Ok(()) => return Ok(()),
-                Err((k, e)) => {
+            return match wb.try_set(key.clone(), entry) {
+                None => Ok(()),
+                Some((k, e)) => {
                     self.inner.telemetry.write_behind_full(tier.position);
-                    return tier.call(&self.inner.telemetry, true, tier.backend.set(&k, &e)).await;
+                    tier.call(&self.inner.telemetry, true, tier.backend.set(&k, &e))
+                        .await
                 }
-            }
+            };
         }
-        tier.call(&self.inner.telemetry, true, tier.backend.set(key, &entry)).await
+        tier.call(&self.inner.telemetry, true, tier.backend.set(key, &entry))
+            .await
     }
 
     /// Write an entry to the tiers of `tiers`; see the contract on [`Cache`].
@@ -434,8 +484,12 @@ impl Cache {
         decoded: Option<Arc<dyn Any + Send + Sync>>,
     ) -> Result<()> {
         let now = self.inner.clock.now();
-        let targets: Vec<&Tier> =
-            self.inner.tiers.iter().filter(|t| tiers.contains(t.position)).collect();
+        let targets: Vec<&Tier> = self
+            .inner
+            .tiers
+            .iter()
+            .filter(|t| tiers.contains(t.position))
+            .collect();
         if targets.is_empty() {
             return Ok(());
         }
@@ -455,12 +509,7 @@ impl Cache {
             .with_backend(t.kind));
         }
         let results = join_all(targets.iter().map(|t| {
-            let mut e = self.local_copy(t, &entry, now);
-            if t.scope == Scope::Process {
-                if let Some(v) = &decoded {
-                    e = e.with_decoded(v.clone());
-                }
-            }
+            let e = self.tier_copy(t, &entry, now, decoded.as_ref());
             self.write_to(t, key, e)
         }))
         .await;
@@ -477,7 +526,9 @@ impl Cache {
         if let Some(e) = permanent {
             // Nothing partial: remove what the other tiers took.
             for t in stored {
-                let _ = t.call(&self.inner.telemetry, true, t.backend.delete(key)).await;
+                let _ = t
+                    .call(&self.inner.telemetry, true, t.backend.delete(key))
+                    .await;
             }
             return Err(e);
         }
@@ -489,7 +540,11 @@ impl Cache {
 
     async fn publish(&self, target: Target, version: u64) {
         if let Some(bp) = &self.inner.backplane {
-            let msg = Message { target, version, origin: bp.instance() };
+            let msg = Message {
+                target,
+                version,
+                origin: bp.instance(),
+            };
             if bp.publish(&msg).await.is_ok() {
                 self.inner.telemetry.backplane_sent();
             }
@@ -516,11 +571,19 @@ impl Cache {
         let r = async {
             let key = key.into_key(&*self.keys)?;
             let version = self.store(&key, Some(Arc::new(value)), opts).await?;
-            self.publish(Target::Key(key.as_str().to_owned()), version).await;
+            self.publish(Target::Key(key.as_str().to_owned()), version)
+                .await;
             Ok(())
         }
         .await;
-        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        tel.finish(
+            scope,
+            if r.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            },
+        );
         r
     }
 
@@ -536,7 +599,11 @@ impl Cache {
                 let enc = inner.codec.encode(&**v)?;
                 (enc.bytes, enc.format, enc.compression)
             }
-            None => (Vec::new(), inner.codec.format(), layercake_core::Compression::None),
+            None => (
+                Vec::new(),
+                inner.codec.format(),
+                layercake_core::Compression::None,
+            ),
         };
         let d = self.decide(key, bytes.len(), value.is_none());
         let ttl = match (value.is_some(), opts.ttl) {
@@ -554,7 +621,11 @@ impl Cache {
             .with_tags(opts.tags.iter().cloned())
             .with_version(version)
             .with_encoding(format, compression)
-            .with_flags(if value.is_none() { EntryFlags::NEGATIVE } else { EntryFlags::NONE });
+            .with_flags(if value.is_none() {
+                EntryFlags::NEGATIVE
+            } else {
+                EntryFlags::NONE
+            });
         let decoded = value.map(|v| v as Arc<dyn Any + Send + Sync>);
         self.write_entry(key, entry, d.tiers, decoded).await?;
         Ok(version)
@@ -572,7 +643,10 @@ impl Cache {
                 async move {
                     if let Some(wb) = &t.write_behind {
                         let k = key.clone();
-                        if let Some(r) = wb.send_and_wait(move |ack| crate::write_behind::Job::Delete(k, ack)).await {
+                        if let Some(r) = wb
+                            .send_and_wait(move |ack| crate::write_behind::Job::Delete(k, ack))
+                            .await
+                        {
                             return r;
                         }
                     }
@@ -584,7 +658,14 @@ impl Cache {
             results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
         }
         .await;
-        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        tel.finish(
+            scope,
+            if r.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            },
+        );
         r
     }
 
@@ -611,7 +692,10 @@ impl Cache {
             async move {
                 if let Some(wb) = &t.write_behind {
                     let s2 = s.clone();
-                    if let Some(r) = wb.send_and_wait(move |ack| crate::write_behind::Job::Invalidate(s2, ack)).await {
+                    if let Some(r) = wb
+                        .send_and_wait(move |ack| crate::write_behind::Job::Invalidate(s2, ack))
+                        .await
+                    {
                         return r;
                     }
                 }
@@ -626,7 +710,14 @@ impl Cache {
         };
         self.publish(target, 0).await;
         let r = results.into_iter().collect::<Result<Vec<()>>>().map(|_| ());
-        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        tel.finish(
+            scope,
+            if r.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            },
+        );
         r
     }
 
@@ -634,8 +725,13 @@ impl Cache {
     pub async fn clear(&self) -> Result<()> {
         let tel = &self.inner.telemetry;
         self.inner.flights.supersede(None);
-        let results =
-            join_all(self.inner.tiers.iter().map(|t| t.call(tel, true, t.backend.clear()))).await;
+        let results = join_all(
+            self.inner
+                .tiers
+                .iter()
+                .map(|t| t.call(tel, true, t.backend.clear())),
+        )
+        .await;
         self.publish(Target::All, 0).await;
         results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
     }
@@ -663,7 +759,8 @@ impl Cache {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
-        self.get_or_compute_with(key, &WriteOptions::default(), loader).await
+        self.get_or_compute_with(key, &WriteOptions::default(), loader)
+            .await
     }
 
     /// [`get_or_compute`](Cache::get_or_compute) with tags / TTL for the computed value.
@@ -680,10 +777,18 @@ impl Cache {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
         let l = self
-            .compute(key, opts, false, move || async move { loader().await.map(Some) })
+            .compute(
+                key,
+                opts,
+                false,
+                move || async move { loader().await.map(Some) },
+            )
             .await?;
         match l.value {
-            Some(value) => Ok(Lookup { value, source: l.source }),
+            Some(value) => Ok(Lookup {
+                value,
+                source: l.source,
+            }),
             None => Err(Error::loader("the loader returned no value")),
         }
     }
@@ -702,7 +807,8 @@ impl Cache {
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
-        self.compute(key, &WriteOptions::default(), true, loader).await
+        self.compute(key, &WriteOptions::default(), true, loader)
+            .await
     }
 
     async fn compute<T, F, Fut, E>(
@@ -730,21 +836,26 @@ impl Cache {
         let now = self.inner.clock.now();
         let read = self.read_typed::<T>(&key, now, &scope).await;
         let mut loader = Some(loader);
-        if let Some(f) = read.fresh {
-            if accept_negative || matches!(f.value, Value::Some(_)) {
-                let d = self.decide(&key, f.entry.value.len(), f.entry.is_negative());
-                if let RefreshAhead::AfterFraction(fr) = d.refresh_ahead {
-                    let ttl = f.entry.ttl().as_millis() as f64;
-                    let age = now.saturating_since(f.entry.created_at).as_millis() as f64;
-                    if age >= ttl * fr as f64 && !self.inner.flights.in_flight(&key) {
-                        if let (Role::Leader(h), Some(l)) = (self.inner.flights.join(&key), loader.take()) {
-                            self.spawn_load(h, key.clone(), opts.clone(), l);
-                        }
-                    }
+        if let Some(f) = read.fresh
+            && (accept_negative || matches!(f.value, Value::Some(_)))
+        {
+            let d = self.decide(&key, f.entry.value.len(), f.entry.is_negative());
+            if let RefreshAhead::AfterFraction(fr) = d.refresh_ahead {
+                let ttl = f.entry.ttl().as_millis() as f64;
+                let age = now.saturating_since(f.entry.created_at).as_millis() as f64;
+                if age >= ttl * fr as f64
+                    && !self.inner.flights.in_flight(&key)
+                    && let (Role::Leader(h), Some(l)) =
+                        (self.inner.flights.join(&key), loader.take())
+                {
+                    self.spawn_load(h, key.clone(), opts.clone(), l);
                 }
-                tel.finish(scope, Outcome::Hit);
-                return Ok(Lookup { value: f.value.into_option(), source: Source::Hit { tier: f.tier } });
             }
+            tel.finish(scope, Outcome::Hit);
+            return Ok(Lookup {
+                value: f.value.into_option(),
+                source: Source::Hit { tier: f.tier },
+            });
         }
         tel.full_miss();
         let Some(loader) = loader else {
@@ -758,11 +869,15 @@ impl Cache {
             }
             Role::Follower(w) => (w, false),
         };
-        let stale = read.stale.filter(|s| accept_negative || matches!(s.value, Value::Some(_)));
+        let stale = read
+            .stale
+            .filter(|s| accept_negative || matches!(s.value, Value::Some(_)));
         let result: Shared = match (&stale, self.inner.soft_timeout) {
             (Some(_), Some(soft)) => match tokio::time::timeout(soft, waiter.wait()).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::timeout(format!("the loader passed its soft timeout of {soft:?}"))),
+                Err(_) => Err(Error::timeout(format!(
+                    "the loader passed its soft timeout of {soft:?}"
+                ))),
             },
             _ => waiter.wait().await,
         };
@@ -791,7 +906,10 @@ impl Cache {
             Err(e) => match stale {
                 Some(s) => {
                     tel.stale_served();
-                    Ok(Lookup { value: s.value.into_option(), source: Source::Stale })
+                    Ok(Lookup {
+                        value: s.value.into_option(),
+                        source: Source::Stale,
+                    })
                 }
                 None => Err(e),
             },
@@ -831,14 +949,22 @@ impl Cache {
                 Ok(Ok(Ok(v))) => Ok(v.map(Arc::new)),
                 Ok(Ok(Err(e))) => Err(loader_error(e)),
                 Ok(Err(_panic)) => Err(Error::loader("the loader panicked")),
-                Err(h) => Err(Error::timeout(format!("the loader passed its hard timeout of {h:?}"))),
+                Err(h) => Err(Error::timeout(format!(
+                    "the loader passed its hard timeout of {h:?}"
+                ))),
             };
-            cache.inner.telemetry.loader_done(start.elapsed(), result.is_ok());
-            if let Ok(v) = &result {
-                if !h.state.superseded.load(std::sync::atomic::Ordering::Acquire) {
-                    // A fill after a miss publishes nothing; its failure only costs a future miss.
-                    let _ = cache.store(&key, v.clone(), &opts).await;
-                }
+            cache
+                .inner
+                .telemetry
+                .loader_done(start.elapsed(), result.is_ok());
+            if let Ok(v) = &result
+                && !h
+                    .state
+                    .superseded
+                    .load(std::sync::atomic::Ordering::Acquire)
+            {
+                // A fill after a miss publishes nothing; its failure only costs a future miss.
+                let _ = cache.store(&key, v.clone(), &opts).await;
             }
             h.complete(result.map(|v| v.map(|a| a as Arc<dyn Any + Send + Sync>)));
         });
@@ -855,8 +981,18 @@ impl Cache {
     {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::GetMany);
-        let r = self.get_many_inner::<T, S>(inputs, &scope).await.map(|(v, _)| v);
-        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        let r = self
+            .get_many_inner::<T, S>(inputs, &scope)
+            .await
+            .map(|(v, _)| v);
+        tel.finish(
+            scope,
+            if r.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            },
+        );
         r
     }
 
@@ -871,8 +1007,10 @@ impl Cache {
     {
         let inner = &*self.inner;
         let tel = &inner.telemetry;
-        let keys: Vec<Key> =
-            inputs.iter().map(|s| self.keys.key_for_text(s.as_ref())).collect::<Result<_>>()?;
+        let keys: Vec<Key> = inputs
+            .iter()
+            .map(|s| self.keys.key_for_text(s.as_ref()))
+            .collect::<Result<_>>()?;
         let now = inner.clock.now();
         let mut out: Vec<Option<Lookup<Arc<T>>>> = (0..keys.len()).map(|_| None).collect();
         let mut pending: Vec<usize> = (0..keys.len()).collect();
@@ -904,7 +1042,12 @@ impl Cache {
                         if tier.position > 0 || entry.decoded().is_none() {
                             to_promote.push((tier.position, i, entry, v.clone()));
                         }
-                        out[i] = Some(Lookup { value: v, source: Source::Hit { tier: tier.position } });
+                        out[i] = Some(Lookup {
+                            value: v,
+                            source: Source::Hit {
+                                tier: tier.position,
+                            },
+                        });
                     }
                     _ => {
                         tel.corrupt(tier.position);
@@ -923,23 +1066,20 @@ impl Cache {
         let mut per_tier: HashMap<usize, Vec<(Key, Entry)>> = HashMap::new();
         for (found, i, entry, v) in to_promote {
             let d = self.decide(&keys[i], entry.value.len(), false);
-            if d.promotion == Promotion::Never {
+            let Some(copy) = promotion_copy(&entry, d.promotion, now) else {
                 continue;
-            }
+            };
+            let decoded: Arc<dyn Any + Send + Sync> = v;
             let upto = if found == 0 { 1 } else { found };
             for t in &inner.tiers[..upto] {
                 if !d.tiers.contains(t.position) {
                     continue;
                 }
-                let mut e = self.local_copy(t, &entry.clone().without_decoded(), now);
-                if let Promotion::Capped(c) = d.promotion {
-                    e.expires_at = e.expires_at.min(now.plus(c));
-                    e.stale_until = e.stale_until.map(|s| s.min(now.plus(c)));
-                }
-                if t.scope == Scope::Process {
-                    e = e.with_decoded(v.clone());
-                }
-                per_tier.entry(t.position).or_default().push((keys[i].clone(), e));
+                let e = self.tier_copy(t, &copy, now, Some(&decoded));
+                per_tier
+                    .entry(t.position)
+                    .or_default()
+                    .push((keys[i].clone(), e));
             }
         }
         join_all(per_tier.into_iter().map(|(pos, items)| {
@@ -980,7 +1120,10 @@ impl Cache {
             if missing.is_empty() {
                 return Ok(out);
             }
-            let wanted: Vec<String> = missing.iter().map(|&i| inputs[i].as_ref().to_owned()).collect();
+            let wanted: Vec<String> = missing
+                .iter()
+                .map(|&i| inputs[i].as_ref().to_owned())
+                .collect();
             let start = Instant::now();
             let loaded = loader(wanted).await;
             tel.loader_done(start.elapsed(), loaded.is_ok());
@@ -989,14 +1132,26 @@ impl Cache {
                 if let Some(v) = loaded.remove(inputs[i].as_ref()) {
                     let key = self.keys.key_for_text(inputs[i].as_ref())?;
                     let v = Arc::new(v);
-                    let _ = self.store(&key, Some(v.clone()), &WriteOptions::default()).await;
-                    out[i] = Some(Lookup { value: v, source: Source::Computed });
+                    let _ = self
+                        .store(&key, Some(v.clone()), &WriteOptions::default())
+                        .await;
+                    out[i] = Some(Lookup {
+                        value: v,
+                        source: Source::Computed,
+                    });
                 }
             }
             Ok(out)
         }
         .await;
-        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        tel.finish(
+            scope,
+            if r.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            },
+        );
         r
     }
 
@@ -1008,12 +1163,24 @@ impl Cache {
         let scope = tel.start(Op::Warm);
         let r = async {
             let keys: Vec<Key> = match what {
-                Warm::Keys(ks) => ks.iter().map(|k| self.keys.key_for_text(k)).collect::<Result<_>>()?,
+                Warm::Keys(ks) => ks
+                    .iter()
+                    .map(|k| self.keys.key_for_text(k))
+                    .collect::<Result<_>>()?,
                 Warm::Prefix { prefix, limit } => {
                     let full = format!("{}{prefix}", self.keys.namespace().prefix());
                     let mut found = None;
-                    for t in self.inner.tiers.iter().rev().filter(|t| t.capability.list_keys) {
-                        if let Ok(ks) = t.call(tel, false, t.backend.keys_with_prefix(&full, limit)).await {
+                    for t in self
+                        .inner
+                        .tiers
+                        .iter()
+                        .rev()
+                        .filter(|t| t.capability.list_keys)
+                    {
+                        if let Ok(ks) = t
+                            .call(tel, false, t.backend.keys_with_prefix(&full, limit))
+                            .await
+                        {
                             found = Some(ks);
                             break;
                         }
@@ -1037,7 +1204,14 @@ impl Cache {
             Ok(n)
         }
         .await;
-        tel.finish(scope, if r.is_ok() { Outcome::Ok } else { Outcome::Error });
+        tel.finish(
+            scope,
+            if r.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            },
+        );
         r
     }
 
@@ -1054,9 +1228,10 @@ impl Cache {
                 .iter()
                 .map(|t| {
                     let c = rec.tier(t.position);
-                    let get = |f: fn(&crate::stats::TierCounters) -> &std::sync::atomic::AtomicU64| {
-                        c.map_or(0, |c| f(c).load(ld))
-                    };
+                    let get =
+                        |f: fn(&crate::stats::TierCounters) -> &std::sync::atomic::AtomicU64| {
+                            c.map_or(0, |c| f(c).load(ld))
+                        };
                     TierStats {
                         name: t.name.to_string(),
                         kind: t.kind,
@@ -1066,7 +1241,10 @@ impl Cache {
                         skipped: get(|c| &c.skipped),
                         promotions: get(|c| &c.promotions),
                         corrupt: get(|c| &c.corrupt) + t.backend.corrupt_reads(),
-                        breaker: t.breaker.as_ref().map_or(crate::BreakerState::Closed, |b| b.state()),
+                        breaker: t
+                            .breaker
+                            .as_ref()
+                            .map_or(crate::BreakerState::Closed, |b| b.state()),
                         breaker_transitions: t.breaker.as_ref().map_or(0, |b| b.transitions()),
                         write_behind_depth: t.write_behind.as_ref().map_or(0, |w| w.depth()),
                         write_behind_failures: t
@@ -1106,7 +1284,9 @@ impl Cache {
 
     /// The composed stack as one untyped [`Backend`](layercake_core::Backend).
     pub fn as_backend(&self) -> crate::TieredBackend {
-        crate::TieredBackend { cache: self.clone() }
+        crate::TieredBackend {
+            cache: self.clone(),
+        }
     }
 
     pub(crate) async fn raw_get(&self, key: &Key) -> Result<Option<Entry>> {
@@ -1133,8 +1313,10 @@ impl Cache {
             return self.delete(key).await;
         }
         let d = self.decide(key, entry.value.len(), entry.is_negative());
-        self.write_entry(key, entry.clone().without_decoded(), d.tiers, None).await?;
-        self.publish(Target::Key(key.as_str().to_owned()), entry.version).await;
+        self.write_entry(key, entry.clone().without_decoded(), d.tiers, None)
+            .await?;
+        self.publish(Target::Key(key.as_str().to_owned()), entry.version)
+            .await;
         Ok(())
     }
 }

@@ -22,7 +22,10 @@ pub(crate) struct Versions {
 
 impl Versions {
     pub(crate) fn new(clock: SharedClock) -> Versions {
-        Versions { last: AtomicU64::new(0), clock }
+        Versions {
+            last: AtomicU64::new(0),
+            clock,
+        }
     }
 
     pub(crate) fn next(&self) -> u64 {
@@ -30,7 +33,10 @@ impl Versions {
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
             let v = now.max(prev + 1);
-            match self.last.compare_exchange_weak(prev, v, Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .last
+                .compare_exchange_weak(prev, v, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return v,
                 Err(p) => prev = p,
             }
@@ -103,10 +109,12 @@ async fn drop_local(inner: &Inner, selector: Option<&Selector>) {
     for t in local_tiers(inner) {
         let r = match selector {
             Some(s) if matches!(s, Selector::Prefix(_)) && t.capability.prefix_invalidation => {
-                t.call(&inner.telemetry, true, t.backend.invalidate(s)).await
+                t.call(&inner.telemetry, true, t.backend.invalidate(s))
+                    .await
             }
             Some(s) if matches!(s, Selector::Tag(_)) && t.capability.tag_invalidation => {
-                t.call(&inner.telemetry, true, t.backend.invalidate(s)).await
+                t.call(&inner.telemetry, true, t.backend.invalidate(s))
+                    .await
             }
             _ => Err(layercake_core::Error::unsupported("fall back to clear")),
         };

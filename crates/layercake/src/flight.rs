@@ -75,7 +75,9 @@ impl Waiter {
                 if let Some(r) = self.rx.borrow().clone() {
                     return r;
                 }
-                return Err(Error::loader("the load ended without a result (task aborted)"));
+                return Err(Error::loader(
+                    "the load ended without a result (task aborted)",
+                ));
             }
         }
     }

@@ -17,14 +17,16 @@
 //! use std::time::Duration;
 //!
 //! let cache = Cache::builder("catalog")
-//!     .tier(MemoryBackend::with_max_bytes(64 << 20))
+//!     .tier(MemoryBackend::with_max_bytes(64 << 20)?)
 //!     .policy(FixedTtl::new(Duration::from_secs(3600)).stale_for(Duration::from_secs(600)))
 //!     .build()?;
 //! let tools = cache
-//!     .get_or_compute("tools", || async { Ok::<_, std::io::Error>(vec!["search", "fetch"]) })
+//!     .get_or_compute("tools", || async {
+//!         Ok::<_, std::io::Error>(vec!["search".to_string(), "fetch".to_string()])
+//!     })
 //!     .await?;
 //! assert_eq!(tools.source, Source::Computed);
-//! assert_eq!(*tools.value, vec!["search", "fetch"]);
+//! assert_eq!(tools.value.len(), 2);
 //! # Ok(()) }
 //! ```
 
@@ -54,9 +56,9 @@ pub use layercake_core as core;
 pub use layercake_core::backplane::{Backplane, BackplaneEvent, InstanceId};
 pub use layercake_core::{
     Backend, Capability, Clock, Codec, Compression, Decision, Entry, Error, ErrorKind, FixedTtl,
-    Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt, ManualClock, Namespace,
-    NamespaceTable, PlainKeys, Policy, PolicyContext, PolicyExt, Promotion, RefreshAhead,
-    Result, Selector, SystemClock, TierSet, Timestamp,
+    Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt, ManualClock, Namespace, NamespaceTable,
+    PlainKeys, Policy, PolicyContext, PolicyExt, Promotion, RefreshAhead, Result, Selector,
+    SystemClock, TierSet, Timestamp,
 };
 
 #[cfg(feature = "memory")]

@@ -135,9 +135,21 @@ impl Tier {
     pub(crate) fn new(position: usize, backend: Arc<dyn Backend>, opts: TierOptions) -> Tier {
         let kind = backend.kind();
         let is_memory = kind == "memory";
-        let default_read = if is_memory { None } else { Some(Duration::from_millis(250)) };
-        let default_write = if is_memory { None } else { Some(Duration::from_secs(1)) };
-        let default_breaker = if is_memory { None } else { Some(BreakerConfig::default()) };
+        let default_read = if is_memory {
+            None
+        } else {
+            Some(Duration::from_millis(250))
+        };
+        let default_write = if is_memory {
+            None
+        } else {
+            Some(Duration::from_secs(1))
+        };
+        let default_breaker = if is_memory {
+            None
+        } else {
+            Some(BreakerConfig::default())
+        };
         let scope = opts.scope.unwrap_or(match kind {
             "memory" => Scope::Process,
             "file" => Scope::Host,
@@ -167,12 +179,7 @@ impl Tier {
 
     /// Run one operation against the tier with its timeout and breaker; errors are tagged
     /// with the tier and counted.
-    pub(crate) async fn call<T, F>(
-        &self,
-        telemetry: &Telemetry,
-        write: bool,
-        fut: F,
-    ) -> Result<T>
+    pub(crate) async fn call<T, F>(&self, telemetry: &Telemetry, write: bool, fut: F) -> Result<T>
     where
         F: Future<Output = Result<T>>,
     {
@@ -190,9 +197,17 @@ impl Tier {
             .with_backend(self.kind));
         }
         let mut guard = ProbeGuard {
-            breaker: if permit == Permit::Probe { self.breaker.as_ref() } else { None },
+            breaker: if permit == Permit::Probe {
+                self.breaker.as_ref()
+            } else {
+                None
+            },
         };
-        let timeout = if write { self.write_timeout } else { self.read_timeout };
+        let timeout = if write {
+            self.write_timeout
+        } else {
+            self.read_timeout
+        };
         let res = match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
@@ -206,16 +221,24 @@ impl Tier {
         guard.breaker = None;
         match res {
             Ok(v) => {
-                if let Some(b) = &self.breaker {
-                    if let Some(s) = b.success() {
-                        telemetry.breaker_changed(self.position, s);
-                    }
+                if let Some(b) = &self.breaker
+                    && let Some(s) = b.success()
+                {
+                    telemetry.breaker_changed(self.position, s);
                 }
                 Ok(v)
             }
             Err(e) => {
-                let e = if e.tier().is_none() { e.with_tier(self.name.clone()) } else { e };
-                let e = if e.backend().is_none() { e.with_backend(self.kind) } else { e };
+                let e = if e.tier().is_none() {
+                    e.with_tier(self.name.clone())
+                } else {
+                    e
+                };
+                let e = if e.backend().is_none() {
+                    e.with_backend(self.kind)
+                } else {
+                    e
+                };
                 telemetry.error(self.position, &e);
                 if let Some(b) = &self.breaker {
                     if e.is_temporary() {

@@ -30,7 +30,10 @@ impl Backend for TieredBackend {
         c.stores_bytes = false;
         c.shared = tiers.iter().any(|t| t.capability.shared);
         c.durable = tiers.iter().any(|t| t.capability.durable);
-        c.max_value_bytes = tiers.iter().filter_map(|t| t.capability.max_value_bytes).min();
+        c.max_value_bytes = tiers
+            .iter()
+            .filter_map(|t| t.capability.max_value_bytes)
+            .min();
         c
     }
 
@@ -76,6 +79,11 @@ impl Backend for TieredBackend {
     }
 
     fn corrupt_reads(&self) -> u64 {
-        self.cache.inner.tiers.iter().map(|t| t.backend.corrupt_reads()).sum()
+        self.cache
+            .inner
+            .tiers
+            .iter()
+            .map(|t| t.backend.corrupt_reads())
+            .sum()
     }
 }

@@ -58,19 +58,19 @@ impl WriteBehind {
         self.tx.lock().clone()
     }
 
-    /// Enqueue a set; returns the job back when the queue is full or closed (the caller then
+    /// Enqueue a set; hands the write back when the queue is full or closed (the caller then
     /// writes in line).
-    pub(crate) fn try_set(&self, key: Key, entry: Entry) -> std::result::Result<(), (Key, Entry)> {
+    pub(crate) fn try_set(&self, key: Key, entry: Entry) -> Option<(Key, Entry)> {
         match self.sender() {
             Some(tx) => match tx.try_send(Job::Set(key, entry)) {
-                Ok(()) => Ok(()),
+                Ok(()) => None,
                 // try_send hands back exactly the job it was given.
                 Err(e) => match e.into_inner() {
-                    Job::Set(k, e) => Err((k, e)),
-                    Job::Delete(..) | Job::Invalidate(..) => Ok(()),
+                    Job::Set(k, e) => Some((k, e)),
+                    Job::Delete(..) | Job::Invalidate(..) => None,
                 },
             },
-            None => Err((key, entry)),
+            None => Some((key, entry)),
         }
     }
 
