@@ -1,1 +1,7 @@
-//! In-process L1 tier for layercake on quick_cache, bounded by bytes.
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod config;
+
+pub use backend::MemoryBackend;
+pub use config::MemoryConfig;
