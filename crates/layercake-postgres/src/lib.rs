@@ -1,1 +1,18 @@
-//! PostgreSQL tier (L3) and LISTEN/NOTIFY backplane for layercake.
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod backplane;
+mod config;
+mod error;
+mod ident;
+mod prefix;
+mod reaper;
+mod schema;
+mod sql;
+
+pub use backend::PostgresBackend;
+pub use backplane::{PostgresBackplane, PostgresBackplaneConfig};
+pub use config::{MAX_TABLE_NAME_LEN, PostgresConfig, ReaperConfig, Recycling, TableKind};
+
+/// Re-exported so users configure connections with the same tokio-postgres version.
+pub use tokio_postgres;
