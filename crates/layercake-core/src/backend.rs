@@ -121,6 +121,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn corrupt_reads(&self) -> u64 {
         0
     }
+
+    /// The concrete backend, for callers that know a backend type and want its inherent
+    /// fast paths (the composer uses the memory tier's synchronous reads this way).
+    /// `None` by default.
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        None
+    }
 }
 
 /// A shared, type-erased backend.
@@ -166,5 +173,8 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     }
     fn corrupt_reads(&self) -> u64 {
         (**self).corrupt_reads()
+    }
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        (**self).as_any()
     }
 }

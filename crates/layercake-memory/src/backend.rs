@@ -153,6 +153,13 @@ impl MemoryBackend {
         self.retained(key, entry, now)
     }
 
+    /// [`get_sync`](MemoryBackend::get_sync) judged at `now` instead of reading the clock
+    /// (for a caller that has just read the same clock).
+    pub fn get_sync_at(&self, key: &Key, now: Timestamp) -> Option<Entry> {
+        let entry = self.cache.get(key)?;
+        self.retained(key, entry, now)
+    }
+
     /// `entry` if retained at `now`, else remove it and return `None`.
     #[inline]
     fn retained(&self, key: &Key, entry: Entry, now: Timestamp) -> Option<Entry> {
@@ -208,6 +215,10 @@ impl MemoryBackend {
 impl Backend for MemoryBackend {
     fn kind(&self) -> &'static str {
         "memory"
+    }
+
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        Some(self)
     }
 
     fn capability(&self) -> Capability {
