@@ -1,1 +1,12 @@
-//! Durable local-directory tier for layercake: one atomic envelope file per entry.
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod config;
+mod index;
+mod layout;
+mod report;
+mod store;
+
+pub use backend::FileBackend;
+pub use config::{Durability, FileConfig, WriteFault};
+pub use report::{FileStats, SweepReport};

@@ -1,0 +1,155 @@
+//! [`FileConfig`] and [`Durability`].
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use layercake_core::{EnvelopeLimits, SharedClock, system_clock};
+
+/// How hard a `set` works to make an entry survive a crash of the machine (not of the process:
+/// a process crash never loses an acknowledged entry at any level, because the page cache
+/// survives it).
+///
+/// Every level is crash-*consistent*: a reader sees the old entry, the new entry or no entry,
+/// and a torn file is detected by its checksum and treated as a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Durability {
+    /// Write the temp file and rename it; no fsync (the default, like ccache, sccache and
+    /// browser disk caches). A process crash loses nothing; after a power loss or kernel crash
+    /// recent entries may be missing or their files empty or torn — misses, never wrong data.
+    #[default]
+    None,
+    /// `fdatasync` the temp file before the rename: after a power loss the file behind a name
+    /// is complete; the most recent renames may be undone (old entry or none).
+    Data,
+    /// Also `fsync` the shard directory after the rename, so an acknowledged `set` survives a
+    /// power loss.
+    Full,
+}
+
+/// A fault-injection hook for tests: called with the number of bytes about to be written to a
+/// temp file; an error it returns is treated exactly like the write failing with that error
+/// (for example `ENOSPC`).
+pub type WriteFault = Arc<dyn Fn(usize) -> io::Result<()> + Send + Sync>;
+
+/// Configuration of a [`FileBackend`](crate::FileBackend).
+///
+/// | field | default | meaning |
+/// |---|---|---|
+/// | `dir` | (required) | the cache directory, created if missing |
+/// | `max_bytes` | 1 GiB | bound on the sum of entry file sizes; least recently used entries are evicted after each `set` |
+/// | `durability` | [`Durability::None`] | fsync policy of `set` |
+/// | `sweep_interval` | 60 s | period of the background sweep (expired and garbled files, stale temp files, other processes' files); `None` disables it |
+/// | `clock` | system clock | judges expiry |
+/// | `inline_read_max` | 64 KiB | files up to this size are read on the calling task; larger ones through `spawn_blocking` |
+/// | `rescan_on_invalidate` | `true` | before a prefix/tag invalidation, pick up files other processes wrote |
+/// | `limits` | [`EnvelopeLimits::default`] | envelope limits used to encode and decode |
+#[derive(Clone)]
+pub struct FileConfig {
+    /// The cache directory; created (with parents) by `open` if missing.
+    pub dir: PathBuf,
+    /// Bound on the sum of the sizes of the entry files, in bytes.
+    pub max_bytes: u64,
+    /// fsync policy of `set`.
+    pub durability: Durability,
+    /// Period of the background sweep; `None` disables it (call
+    /// [`FileBackend::sweep`](crate::FileBackend::sweep) yourself).
+    pub sweep_interval: Option<Duration>,
+    /// The clock that judges expiry.
+    pub clock: SharedClock,
+    /// Files up to this many bytes are read in place on the calling task (a page-cached read
+    /// costs less than a thread hand-off); larger files are read through `spawn_blocking`.
+    /// `0` sends every read through `spawn_blocking`.
+    pub inline_read_max: u64,
+    /// Before a prefix or tag invalidation, list the directory and index files that this
+    /// process does not know yet (written by another process). Turn off when one process owns
+    /// the directory.
+    pub rescan_on_invalidate: bool,
+    /// Envelope limits used to encode and decode.
+    pub limits: EnvelopeLimits,
+    /// Fault-injection hook for tests, see [`WriteFault`]; `None` in production.
+    pub write_fault: Option<WriteFault>,
+}
+
+impl FileConfig {
+    /// The defaults for `dir` (see the table on [`FileConfig`]).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileConfig {
+            dir: dir.into(),
+            max_bytes: 1 << 30,
+            durability: Durability::default(),
+            sweep_interval: Some(Duration::from_secs(60)),
+            clock: system_clock(),
+            inline_read_max: 64 * 1024,
+            rescan_on_invalidate: true,
+            limits: EnvelopeLimits::default(),
+            write_fault: None,
+        }
+    }
+
+    /// Set the byte bound.
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Set the durability.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Set the sweep interval (`None`: no background sweep).
+    pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// Set the clock.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Set the largest file read in place.
+    pub fn inline_read_max(mut self, bytes: u64) -> Self {
+        self.inline_read_max = bytes;
+        self
+    }
+
+    /// Set whether invalidation rescans the directory first.
+    pub fn rescan_on_invalidate(mut self, rescan: bool) -> Self {
+        self.rescan_on_invalidate = rescan;
+        self
+    }
+
+    /// Set the envelope limits.
+    pub fn limits(mut self, limits: EnvelopeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Install a write fault hook (tests only).
+    pub fn write_fault(mut self, fault: WriteFault) -> Self {
+        self.write_fault = Some(fault);
+        self
+    }
+}
+
+impl fmt::Debug for FileConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileConfig")
+            .field("dir", &self.dir)
+            .field("max_bytes", &self.max_bytes)
+            .field("durability", &self.durability)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("clock", &self.clock)
+            .field("inline_read_max", &self.inline_read_max)
+            .field("rescan_on_invalidate", &self.rescan_on_invalidate)
+            .field("limits", &self.limits)
+            .field("write_fault", &self.write_fault.is_some())
+            .finish()
+    }
+}

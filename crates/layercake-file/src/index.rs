@@ -1,0 +1,307 @@
+//! The in-memory index: what this process knows about the files of the directory.
+//!
+//! It serves the byte bound (sizes and least-recently-used order) and invalidation (key text
+//! for prefixes, tags). It is advisory: `get` always reads the file, so an index that is stale
+//! with respect to another process's writes never returns wrong data.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use layercake_core::{Selector, Timestamp};
+
+use crate::layout::Hash;
+
+/// What the index records about one entry file.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta {
+    /// The key text (for prefix invalidation).
+    pub(crate) key: Arc<str>,
+    /// The entry's tags.
+    pub(crate) tags: Arc<[String]>,
+    /// File length in bytes.
+    pub(crate) size: u64,
+    /// When the entry stops being returnable.
+    pub(crate) retain_until: Timestamp,
+    /// Inode of the file this record describes (0 when unknown).
+    pub(crate) ino: u64,
+    /// LRU stamp (nanoseconds since the epoch, unique).
+    stamp: u64,
+    /// Insertion sequence number: a new record always has a higher one.
+    pub(crate) seq: u64,
+}
+
+/// A record to insert.
+#[derive(Debug, Clone)]
+pub(crate) struct NewMeta {
+    pub(crate) key: Arc<str>,
+    pub(crate) tags: Arc<[String]>,
+    pub(crate) size: u64,
+    pub(crate) retain_until: Timestamp,
+    pub(crate) ino: u64,
+}
+
+/// The index proper. Callers hold it under a mutex for short, I/O-free critical sections.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    entries: HashMap<Hash, Meta>,
+    lru: BTreeMap<u64, Hash>,
+    by_key: BTreeMap<Arc<str>, Hash>,
+    by_tag: HashMap<String, HashSet<Hash>>,
+    bytes: u64,
+    last_stamp: u64,
+    seq: u64,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
+        .unwrap_or(0)
+}
+
+impl Index {
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Sum of file sizes.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The highest sequence number handed out so far.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The record of `h`.
+    pub(crate) fn get(&self, h: &Hash) -> Option<&Meta> {
+        self.entries.get(h)
+    }
+
+    fn fresh_stamp(&mut self) -> u64 {
+        let s = now_nanos().max(self.last_stamp.saturating_add(1));
+        self.last_stamp = s;
+        s
+    }
+
+    fn free_stamp(&self, mut s: u64) -> u64 {
+        while self.lru.contains_key(&s) {
+            s = s.wrapping_add(1);
+        }
+        s
+    }
+
+    /// Insert or replace the record of `h`, as used now (or at `used_at_nanos`, e.g. a file's
+    /// mtime when the index is rebuilt). Returns the record's sequence number.
+    pub(crate) fn insert(&mut self, h: Hash, m: NewMeta, used_at_nanos: Option<u64>) -> u64 {
+        self.remove(&h);
+        let stamp = match used_at_nanos {
+            Some(t) => self.free_stamp(t),
+            None => self.fresh_stamp(),
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        self.lru.insert(stamp, h);
+        self.by_key.insert(m.key.clone(), h);
+        for t in m.tags.iter() {
+            self.by_tag.entry(t.clone()).or_default().insert(h);
+        }
+        self.bytes += m.size;
+        self.entries.insert(
+            h,
+            Meta {
+                key: m.key,
+                tags: m.tags,
+                size: m.size,
+                retain_until: m.retain_until,
+                ino: m.ino,
+                stamp,
+                seq,
+            },
+        );
+        seq
+    }
+
+    /// Remove the record of `h`.
+    pub(crate) fn remove(&mut self, h: &Hash) -> Option<Meta> {
+        let m = self.entries.remove(h)?;
+        self.lru.remove(&m.stamp);
+        self.by_key.remove(&m.key);
+        for t in m.tags.iter() {
+            if let Some(set) = self.by_tag.get_mut(t) {
+                set.remove(h);
+                if set.is_empty() {
+                    self.by_tag.remove(t);
+                }
+            }
+        }
+        self.bytes -= m.size;
+        Some(m)
+    }
+
+    /// Remove the record of `h` only if it still describes inode `ino`.
+    pub(crate) fn remove_if_ino(&mut self, h: &Hash, ino: u64) -> bool {
+        if self.entries.get(h).is_some_and(|m| m.ino == ino) {
+            self.remove(h);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Mark `h` as used now.
+    pub(crate) fn touch(&mut self, h: &Hash) {
+        let stamp = self.fresh_stamp();
+        if let Some(m) = self.entries.get_mut(h) {
+            self.lru.remove(&m.stamp);
+            m.stamp = stamp;
+            self.lru.insert(stamp, *h);
+        }
+    }
+
+    /// Record that a read found file `m` for `h`: touch the record when it already describes
+    /// that file; otherwise (re)insert it, unless a write of this process replaced the record
+    /// since `seq_before` (the record's sequence number, or 0, sampled before the read).
+    pub(crate) fn observe(&mut self, h: Hash, m: NewMeta, seq_before: u64) {
+        match self.entries.get(&h) {
+            Some(cur) if cur.ino == m.ino && cur.ino != 0 => self.touch(&h),
+            Some(cur) if cur.seq != seq_before => {}
+            // The record existed before the read and was removed since (a delete raced).
+            None if seq_before != 0 => {}
+            _ => {
+                self.insert(h, m, None);
+            }
+        }
+    }
+
+    /// Entries to evict, oldest use first, so that the remaining bytes are at most `max_bytes`.
+    pub(crate) fn victims(&self, max_bytes: u64) -> Vec<(Hash, u64)> {
+        let mut over = self.bytes.saturating_sub(max_bytes);
+        let mut out = Vec::new();
+        for h in self.lru.values() {
+            if over == 0 {
+                break;
+            }
+            if let Some(m) = self.entries.get(h) {
+                over = over.saturating_sub(m.size);
+                out.push((*h, m.ino));
+            }
+        }
+        out
+    }
+
+    /// Entries the selector matches.
+    pub(crate) fn select(&self, selector: &Selector) -> Vec<Hash> {
+        match selector {
+            Selector::Prefix(p) => self
+                .by_key
+                .range::<str, _>((
+                    std::ops::Bound::Included(p.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(k, _)| k.starts_with(p.as_str()))
+                .map(|(_, h)| *h)
+                .collect(),
+            Selector::Tag(t) => self
+                .by_tag
+                .get(t)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+            _ => self
+                .entries
+                .iter()
+                .filter(|(_, m)| selector.matches(&m.key, &m.tags))
+                .map(|(h, _)| *h)
+                .collect(),
+        }
+    }
+
+    /// Forget records of files a directory scan did not see, except records inserted after the
+    /// scan started (`seq > start_seq`). Returns how many were dropped.
+    pub(crate) fn retain_seen(&mut self, seen: &HashSet<Hash>, start_seq: u64) -> usize {
+        let gone: Vec<Hash> = self
+            .entries
+            .iter()
+            .filter(|(h, m)| m.seq <= start_seq && !seen.contains(*h))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in &gone {
+            self.remove(h);
+        }
+        gone.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(key: &str, size: u64, tags: &[&str]) -> NewMeta {
+        NewMeta {
+            key: Arc::from(key),
+            tags: tags
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+            size,
+            retain_until: Timestamp(10),
+            ino: size,
+        }
+    }
+
+    fn h(n: u8) -> Hash {
+        [n; 32]
+    }
+
+    #[test]
+    fn lru_victims_are_the_oldest_used() {
+        let mut ix = Index::default();
+        for i in 1..=4u8 {
+            ix.insert(h(i), meta(&format!("k{i}"), 100, &[]), None);
+        }
+        assert_eq!(ix.bytes(), 400);
+        ix.touch(&h(1));
+        let v: Vec<Hash> = ix.victims(250).into_iter().map(|(h, _)| h).collect();
+        assert_eq!(v, vec![h(2), h(3)]);
+        assert!(ix.victims(400).is_empty());
+    }
+
+    #[test]
+    fn select_by_prefix_and_tag() {
+        let mut ix = Index::default();
+        ix.insert(h(1), meta("a*b", 1, &["x"]), None);
+        ix.insert(h(2), meta("a*c", 2, &["y"]), None);
+        ix.insert(h(3), meta("ab", 3, &["x", "y"]), None);
+        let mut p = ix.select(&Selector::Prefix("a*".into()));
+        p.sort();
+        assert_eq!(p, vec![h(1), h(2)]);
+        let mut t = ix.select(&Selector::Tag("x".into()));
+        t.sort();
+        assert_eq!(t, vec![h(1), h(3)]);
+        ix.remove(&h(3));
+        assert_eq!(ix.select(&Selector::Tag("x".into())), vec![h(1)]);
+        assert_eq!(ix.bytes(), 3);
+        let seen: HashSet<Hash> = [h(1)].into_iter().collect();
+        assert_eq!(ix.retain_seen(&seen, ix.seq()), 1);
+        assert_eq!(ix.len(), 1);
+    }
+
+    #[test]
+    fn observe_respects_newer_writes() {
+        let mut ix = Index::default();
+        let before = 0;
+        let s = ix.insert(h(1), meta("k", 5, &[]), None);
+        // A read that started before the write must not overwrite it with the old file.
+        let mut old = meta("k", 9, &[]);
+        old.ino = 9;
+        ix.observe(h(1), old.clone(), before);
+        assert_eq!(ix.get(&h(1)).unwrap().size, 5);
+        // A read that started after it may.
+        ix.observe(h(1), old, s);
+        assert_eq!(ix.get(&h(1)).unwrap().size, 9);
+    }
+}
