@@ -194,7 +194,11 @@ mod tests {
         assert_eq!(b.permit(), Permit::Probe);
         assert_eq!(b.success(), Some(BreakerState::Closed));
         assert_eq!(b.permit(), Permit::Pass);
-        assert_eq!(b.transitions(), 3, "open, re-open after the failed probe, close");
+        assert_eq!(
+            b.transitions(),
+            3,
+            "open, re-open after the failed probe, close"
+        );
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct CacheBuilder {
     soft: Option<Duration>,
     hard: Option<Duration>,
     disconnected_cap: Duration,
+    #[cfg(feature = "otel")]
+    otel: crate::otel::OtelSetup,
 }
 
 impl std::fmt::Debug for CacheBuilder {
@@ -77,6 +79,8 @@ impl CacheBuilder {
             soft: None,
             hard: None,
             disconnected_cap: DEFAULT_DISCONNECTED_L1_CAP,
+            #[cfg(feature = "otel")]
+            otel: crate::otel::OtelSetup::default(),
         }
     }
 
@@ -87,7 +91,20 @@ impl CacheBuilder {
 
     /// Add the next tier with options.
     pub fn tier_with(self, backend: impl Backend, opts: TierOptions) -> Self {
-        self.shared_tier_with(Arc::new(backend), opts)
+        let backend = Arc::new(backend);
+        self.observe_tier(&backend).shared_tier_with(backend, opts)
+    }
+
+    /// With `otel`: remember a memory backend for the `layercake.memory.*` gauges.
+    #[cfg(feature = "otel")]
+    fn observe_tier<B: Backend>(mut self, backend: &Arc<B>) -> Self {
+        self.otel.note_tier(self.tiers.len(), backend);
+        self
+    }
+
+    #[cfg(not(feature = "otel"))]
+    fn observe_tier<B: Backend>(self, _backend: &Arc<B>) -> Self {
+        self
     }
 
     /// Add a tier given as a shared backend (e.g. one Redis backend shared by two caches).
@@ -143,6 +160,15 @@ impl CacheBuilder {
     /// disconnected (default 5 s).
     pub fn disconnected_local_ttl(mut self, cap: Duration) -> Self {
         self.disconnected_cap = cap;
+        self
+    }
+
+    /// OpenTelemetry meter, tracer and choices for this cache (feature `otel`). Without this
+    /// call the global providers are used, as installed when `build` runs; pass
+    /// [`OtelConfig::disabled`](crate::OtelConfig::disabled) to turn instrumentation off.
+    #[cfg(feature = "otel")]
+    pub fn otel(mut self, config: crate::OtelConfig) -> Self {
+        self.otel.config = Some(config);
         self
     }
 
@@ -204,6 +230,11 @@ impl CacheBuilder {
         let name: Arc<str> = Arc::from(self.name);
         let telemetry =
             Telemetry::new(name.clone(), tiers.iter().map(|t| t.name.clone()).collect())?;
+        #[cfg(feature = "otel")]
+        let (telemetry, otel) = {
+            let mut otel = self.otel;
+            (telemetry.with_otel(otel.config.take()), otel)
+        };
         let inner = Arc::new(Inner {
             name,
             tiers,
@@ -219,6 +250,8 @@ impl CacheBuilder {
             hard_timeout: self.hard,
             tasks: Mutex::new(Vec::new()),
         });
+        #[cfg(feature = "otel")]
+        crate::otel::observe(&inner, otel);
         if let Some(bp) = self.backplane {
             let task = spawn_listener(inner.clone(), bp);
             inner.tasks.lock().push(task);

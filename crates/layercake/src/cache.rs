@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
 use crate::coherence::Versions;
-use crate::flight::{Flights, LeaderHandle, Role, Shared};
+use crate::flight::{AnyValue, Flights, LeaderHandle, Loaded, Role, Shared, Waiter};
 use crate::key_input::IntoKey;
 use crate::lookup::{Lookup, Source};
 use crate::stats::{Op, Stats, TierStats};
@@ -171,6 +171,26 @@ impl<T> Clone for Value<T> {
     }
 }
 
+impl<T: Send + Sync + 'static> Value<T> {
+    fn into_any(self) -> AnyValue {
+        match self {
+            Value::Some(a) => Some(a),
+            Value::Negative => None,
+        }
+    }
+}
+
+/// A type-erased value back to `T` (`Ok(None)` = negative; `Err` = another type).
+fn downcast_value<T: Send + Sync + 'static>(v: AnyValue) -> Result<Option<Arc<T>>> {
+    match v {
+        None => Ok(None),
+        Some(a) => a
+            .downcast::<T>()
+            .map(Some)
+            .map_err(|_| Error::codec("a concurrent load of this key produced another type")),
+    }
+}
+
 impl<T> Value<T> {
     fn into_option(self) -> Option<Arc<T>> {
         match self {
@@ -287,7 +307,7 @@ impl Cache {
             }
         };
         let now = self.inner.clock.now();
-        let read = self.read_typed::<T>(&key, now, &scope).await;
+        let read = self.read_typed::<T>(&key, now, &scope, 0..usize::MAX).await;
         match read.fresh {
             Some(f) => {
                 tel.finish(scope, Outcome::Hit);
@@ -304,14 +324,21 @@ impl Cache {
         }
     }
 
-    /// Read through the tiers, decode, promote. Never fails: tier errors fall through.
-    async fn read_typed<T>(&self, key: &Key, now: Timestamp, scope: &OpScope) -> Read<Value<T>>
+    /// Read through the tiers in `range`, decode, promote. Never fails: tier errors fall
+    /// through.
+    async fn read_typed<T>(
+        &self,
+        key: &Key,
+        now: Timestamp,
+        scope: &OpScope<'_>,
+        range: std::ops::Range<usize>,
+    ) -> Read<Value<T>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         let codec = self.inner.codec;
         let read = self
-            .read_through(key, now, scope, |_, e| decode_typed::<T>(&codec, e))
+            .read_through(key, now, scope, range, |_, e| decode_typed::<T>(&codec, e))
             .await;
         if let Some(f) = &read.fresh {
             // Promote from lower tiers; upgrade an L1 copy that lacks the decoded value.
@@ -319,15 +346,21 @@ impl Cache {
                 && !f.entry.is_negative()
                 && f.entry.decoded().is_none_or(|d| !d.is::<T>());
             if f.tier > 0 || l1_lacks_value {
-                let decoded: Option<Arc<dyn Any + Send + Sync>> = match &f.value {
-                    Value::Some(a) => Some(a.clone()),
-                    Value::Negative => None,
-                };
                 let upto = if f.tier == 0 { 1 } else { f.tier };
-                self.promote(key, &f.entry, upto, decoded, now, scope).await;
+                self.promote(key, &f.entry, upto, f.value.clone().into_any(), now, scope)
+                    .await;
             }
         }
         read
+    }
+
+    /// How many leading tiers are in-process (read by every caller before single flight).
+    fn local_tiers(&self) -> usize {
+        self.inner
+            .tiers
+            .iter()
+            .take_while(|t| t.scope == Scope::Process)
+            .count()
     }
 
     /// The generic read loop.
@@ -335,18 +368,20 @@ impl Cache {
         &self,
         key: &Key,
         now: Timestamp,
-        scope: &OpScope,
+        scope: &OpScope<'_>,
+        range: std::ops::Range<usize>,
         decode: impl Fn(usize, &Entry) -> Result<V>,
     ) -> Read<V> {
         let inner = &*self.inner;
         let tel = &inner.telemetry;
         let mut stale = None;
-        for tier in &inner.tiers {
+        let range = range.start.min(inner.tiers.len())..range.end.min(inner.tiers.len());
+        for tier in &inner.tiers[range] {
             let i = tier.position;
             let entry = match tier.call(tel, false, tier.backend.get(key)).await {
                 Ok(Some(e)) => e,
                 Ok(None) => {
-                    tel.miss(i);
+                    tel.miss(scope, i);
                     continue;
                 }
                 Err(e) => {
@@ -362,13 +397,13 @@ impl Cache {
                 }
             };
             if !entry.is_retained(now) {
-                tel.miss(i);
+                tel.miss(scope, i);
                 continue;
             }
             match decode(i, &entry) {
                 Ok(value) => {
                     if entry.is_fresh(now) {
-                        tel.hit(i);
+                        tel.hit(scope, i);
                         return Read {
                             fresh: Some(Found {
                                 tier: i,
@@ -378,7 +413,7 @@ impl Cache {
                             stale,
                         };
                     }
-                    tel.miss(i);
+                    tel.miss(scope, i);
                     if stale.is_none() {
                         stale = Some(Found {
                             tier: i,
@@ -390,7 +425,7 @@ impl Cache {
                 Err(_) => {
                     // An undecodable copy is a miss that heals itself.
                     tel.corrupt(i);
-                    tel.miss(i);
+                    tel.miss(scope, i);
                     scope.event("corrupt", i);
                     let _ = tier.call(tel, true, tier.backend.delete(key)).await;
                 }
@@ -437,7 +472,7 @@ impl Cache {
         upto: usize,
         decoded: Option<Arc<dyn Any + Send + Sync>>,
         now: Timestamp,
-        scope: &OpScope,
+        scope: &OpScope<'_>,
     ) {
         let d = self.decide(key, entry.value.len(), entry.is_negative());
         let Some(copy) = promotion_copy(entry, d.promotion, now) else {
@@ -547,6 +582,8 @@ impl Cache {
             };
             if bp.publish(&msg).await.is_ok() {
                 self.inner.telemetry.backplane_sent();
+            } else {
+                self.inner.telemetry.backplane_publish_failed();
             }
         }
     }
@@ -834,10 +871,14 @@ impl Cache {
             }
         };
         let now = self.inner.clock.now();
-        let read = self.read_typed::<T>(&key, now, &scope).await;
+        let n = self.inner.tiers.len();
+        let local = self.local_tiers();
+        let usable = |v: &Value<T>| accept_negative || matches!(v, Value::Some(_));
+        // 1. Every caller reads the in-process tiers.
+        let read = self.read_typed::<T>(&key, now, &scope, 0..local).await;
         let mut loader = Some(loader);
         if let Some(f) = read.fresh
-            && (accept_negative || matches!(f.value, Value::Some(_)))
+            && usable(&f.value)
         {
             let d = self.decide(&key, f.entry.value.len(), f.entry.is_negative());
             if let RefreshAhead::AfterFraction(fr) = d.refresh_ahead {
@@ -848,7 +889,7 @@ impl Cache {
                     && let (Role::Leader(h), Some(l)) =
                         (self.inner.flights.join(&key), loader.take())
                 {
-                    self.spawn_load(h, key.clone(), opts.clone(), l);
+                    self.spawn_load(h, key.clone(), opts.clone(), scope.in_span(l));
                 }
             }
             tel.finish(scope, Outcome::Hit);
@@ -857,57 +898,81 @@ impl Cache {
                 source: Source::Hit { tier: f.tier },
             });
         }
-        tel.full_miss();
-        let Some(loader) = loader else {
-            return Err(Error::loader("internal: loader already used"));
-        };
-        let (waiter, leader) = match self.inner.flights.join(&key) {
-            Role::Leader(h) => {
-                let w = h.waiter.clone();
-                self.spawn_load(h, key.clone(), opts.clone(), loader);
-                (w, true)
-            }
-            Role::Follower(w) => (w, false),
-        };
-        let stale = read
+        let mut stale: Option<AnyValue> = read
             .stale
-            .filter(|s| accept_negative || matches!(s.value, Value::Some(_)));
-        let result: Shared = match (&stale, self.inner.soft_timeout) {
-            (Some(_), Some(soft)) => match tokio::time::timeout(soft, waiter.wait()).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::timeout(format!(
-                    "the loader passed its soft timeout of {soft:?}"
-                ))),
-            },
-            _ => waiter.wait().await,
-        };
-        let out = match result {
-            Ok(v) => {
-                let value = match v {
-                    Some(any) => match any.downcast::<T>() {
-                        Ok(a) => Some(a),
-                        Err(_) => {
-                            tel.finish(scope, Outcome::Error);
-                            return Err(Error::codec(
-                                "a concurrent load of this key produced another type",
-                            ));
-                        }
-                    },
-                    None => None,
-                };
-                let source = if leader {
-                    Source::Computed
-                } else {
-                    tel.coalesced();
-                    Source::Coalesced
-                };
-                Ok(Lookup { value, source })
+            .map(|s| s.value)
+            .filter(|v| usable(v))
+            .map(Value::into_any);
+        // 2. One caller per key reads the shared tiers and, on a miss there, starts the
+        //    loader; the others wait for it. A leader cancelled during its read abandons the
+        //    flight, and a waiter leads again.
+        let (result, waiter, leader) = loop {
+            let (waiter, leader) = match self.inner.flights.join(&key) {
+                Role::Leader(h) => {
+                    let remote = self.read_typed::<T>(&key, now, &scope, local..n).await;
+                    if let Some(f) = remote.fresh
+                        && usable(&f.value)
+                    {
+                        let source = Source::Hit { tier: f.tier };
+                        h.complete(Ok(Loaded {
+                            value: f.value.clone().into_any(),
+                            source,
+                        }));
+                        tel.finish(scope, Outcome::Hit);
+                        return Ok(Lookup {
+                            value: f.value.into_option(),
+                            source,
+                        });
+                    }
+                    tel.full_miss();
+                    if stale.is_none() {
+                        stale = remote
+                            .stale
+                            .map(|s| s.value)
+                            .filter(|v| usable(v))
+                            .map(Value::into_any);
+                    }
+                    if let Some(s) = &stale {
+                        h.offer_stale(s.clone());
+                    }
+                    let Some(l) = loader.take() else {
+                        return Err(Error::loader("internal: loader already used"));
+                    };
+                    let w = h.waiter.clone();
+                    self.spawn_load(h, key.clone(), opts.clone(), scope.in_span(l));
+                    (w, true)
+                }
+                Role::Follower(w) => (w, false),
+            };
+            match self.await_flight(&waiter, stale.is_some()).await {
+                Some(r) => break (r, waiter, leader),
+                None if leader => {
+                    break (
+                        Err(Error::loader("the load task ended without a result")),
+                        waiter,
+                        leader,
+                    );
+                }
+                None => continue,
             }
+        };
+        let stale = stale.or_else(|| waiter.stale());
+        let out = match result {
+            Ok(loaded) => downcast_value::<T>(loaded.value).map(|value| {
+                let source = match loaded.source {
+                    Source::Computed if !leader => {
+                        tel.coalesced();
+                        Source::Coalesced
+                    }
+                    s => s,
+                };
+                Lookup { value, source }
+            }),
             Err(e) => match stale {
                 Some(s) => {
                     tel.stale_served();
-                    Ok(Lookup {
-                        value: s.value.into_option(),
+                    downcast_value::<T>(s).map(|value| Lookup {
+                        value,
                         source: Source::Stale,
                     })
                 }
@@ -925,6 +990,22 @@ impl Cache {
         };
         tel.finish(scope, outcome);
         out
+    }
+
+    /// Wait for a flight. With a soft timeout, a caller that has (or is offered) a stale copy
+    /// stops waiting when it passes: the result is then a soft-timeout error, which the caller
+    /// answers with the stale copy. `None` = the flight was abandoned.
+    async fn await_flight(&self, waiter: &Waiter, has_stale: bool) -> Option<Shared> {
+        let Some(soft) = self.inner.soft_timeout else {
+            return waiter.clone().wait().await;
+        };
+        match tokio::time::timeout(soft, waiter.clone().wait()).await {
+            Ok(r) => r,
+            Err(_) if has_stale || waiter.stale().is_some() => Some(Err(Error::timeout(format!(
+                "the loader passed its soft timeout of {soft:?}"
+            )))),
+            Err(_) => waiter.clone().wait().await,
+        }
     }
 
     /// Run a load in its own task: loader (panic-safe, hard timeout), write the result unless
@@ -966,7 +1047,10 @@ impl Cache {
                 // A fill after a miss publishes nothing; its failure only costs a future miss.
                 let _ = cache.store(&key, v.clone(), &opts).await;
             }
-            h.complete(result.map(|v| v.map(|a| a as Arc<dyn Any + Send + Sync>)));
+            h.complete(result.map(|v| Loaded {
+                value: v.map(|a| a as Arc<dyn Any + Send + Sync>),
+                source: Source::Computed,
+            }));
         });
     }
 
@@ -999,7 +1083,7 @@ impl Cache {
     async fn get_many_inner<T, S>(
         &self,
         inputs: &[S],
-        scope: &OpScope,
+        scope: &OpScope<'_>,
     ) -> Result<(Vec<Option<Lookup<Arc<T>>>>, Vec<Key>)>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -1024,21 +1108,28 @@ impl Cache {
             let got = match tier.call(tel, false, tier.backend.get_many(&batch)).await {
                 Ok(g) if g.len() == batch.len() => g,
                 Ok(_) => continue,
-                Err(_) => {
-                    scope.event("fall_through", tier.position);
+                Err(e) => {
+                    scope.event(
+                        if e.kind() == ErrorKind::CircuitOpen {
+                            "breaker_skip"
+                        } else {
+                            "fall_through"
+                        },
+                        tier.position,
+                    );
                     continue;
                 }
             };
             let mut still = Vec::new();
             for (&i, entry) in pending.iter().zip(got) {
                 let Some(entry) = entry.filter(|e| e.is_fresh(now) && !e.is_negative()) else {
-                    tel.miss(tier.position);
+                    tel.miss(scope, tier.position);
                     still.push(i);
                     continue;
                 };
                 match decode_typed::<T>(&inner.codec, &entry) {
                     Ok(Value::Some(v)) => {
-                        tel.hit(tier.position);
+                        tel.hit(scope, tier.position);
                         if tier.position > 0 || entry.decoded().is_none() {
                             to_promote.push((tier.position, i, entry, v.clone()));
                         }
@@ -1051,7 +1142,7 @@ impl Cache {
                     }
                     _ => {
                         tel.corrupt(tier.position);
-                        tel.miss(tier.position);
+                        tel.miss(scope, tier.position);
                         let _ = tier.call(tel, true, tier.backend.delete(&keys[i])).await;
                         still.push(i);
                     }
@@ -1193,7 +1284,9 @@ impl Cache {
             let now = self.inner.clock.now();
             let mut n = 0;
             for key in &keys {
-                let read = self.read_through(key, now, &scope, |_, _| Ok(())).await;
+                let read = self
+                    .read_through(key, now, &scope, 0..usize::MAX, |_, _| Ok(()))
+                    .await;
                 if let Some(f) = read.fresh {
                     n += 1;
                     if f.tier > 0 {
@@ -1261,6 +1354,8 @@ impl Cache {
             coalesced: rec.coalesced.load(ld),
             stale_served: rec.stale_served.load(ld),
             misses: rec.misses.load(ld),
+            backplane_applied: rec.backplane_applied.load(ld),
+            backplane_resets: rec.backplane_resets.load(ld),
         }
     }
 
@@ -1292,7 +1387,9 @@ impl Cache {
     pub(crate) async fn raw_get(&self, key: &Key) -> Result<Option<Entry>> {
         let scope = self.inner.telemetry.start(Op::Get);
         let now = self.inner.clock.now();
-        let read = self.read_through(key, now, &scope, |_, _| Ok(())).await;
+        let read = self
+            .read_through(key, now, &scope, 0..usize::MAX, |_, _| Ok(()))
+            .await;
         let r = match read.fresh.or(read.stale) {
             Some(f) => {
                 if f.tier > 0 {

@@ -56,6 +56,9 @@ pub(crate) fn spawn_listener(inner: Arc<Inner>, backplane: Arc<dyn Backplane>) -
         loop {
             let event = rx.recv().await;
             let Some(inner) = weak.upgrade() else { return };
+            if let Err(RecvError::Lagged(n)) = &event {
+                inner.telemetry.backplane_lagged(*n);
+            }
             match event {
                 Ok(BackplaneEvent::Message(m)) => {
                     inner.telemetry.backplane_received();
@@ -81,12 +84,15 @@ pub(crate) fn spawn_listener(inner: Arc<Inner>, backplane: Arc<dyn Backplane>) -
                             drop_local(&inner, None).await;
                         }
                     }
+                    // Counted once the local copies are gone, so a reader can wait on it.
+                    inner.telemetry.stats.backplane_applied.fetch_add(1, Ordering::Release);
                 }
                 Ok(BackplaneEvent::Reconnected) | Err(RecvError::Lagged(_)) => {
                     // Messages may have been lost: nothing local can be trusted.
                     inner.telemetry.backplane_reconnect();
                     inner.flights.supersede(None);
                     drop_local(&inner, None).await;
+                    inner.telemetry.stats.backplane_resets.fetch_add(1, Ordering::Release);
                 }
                 Ok(_) => {}
                 Err(RecvError::Closed) => return,

@@ -34,9 +34,13 @@ mod breaker;
 mod builder;
 mod cache;
 mod coherence;
+#[cfg(doctest)]
+mod doctests;
 mod flight;
 mod key_input;
 mod lookup;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod stats;
 mod telemetry;
 mod tier;
@@ -58,7 +62,7 @@ pub use layercake_core::{
     Backend, Capability, Clock, Codec, Compression, Decision, Entry, Error, ErrorKind, FixedTtl,
     Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt, ManualClock, Namespace, NamespaceTable,
     PlainKeys, Policy, PolicyContext, PolicyExt, Promotion, RefreshAhead, Result, Selector,
-    SystemClock, TierSet, Timestamp,
+    SharedClock, SystemClock, TierSet, Timestamp, system_clock,
 };
 
 #[cfg(feature = "memory")]
@@ -72,3 +76,6 @@ pub use layercake_postgres as postgres;
 
 #[cfg(feature = "file")]
 pub use layercake_file as file;
+
+#[cfg(feature = "otel")]
+pub use otel::{L1HitSpans, OtelConfig};

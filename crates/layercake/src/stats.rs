@@ -143,6 +143,10 @@ pub struct Stats {
     pub stale_served: u64,
     /// Reads that found nothing in any tier.
     pub misses: u64,
+    /// Backplane messages from other instances applied to the local tiers.
+    pub backplane_applied: u64,
+    /// Backplane reconnects (or lagged receivers) that dropped the local tiers.
+    pub backplane_resets: u64,
 }
 
 impl Stats {
@@ -231,6 +235,8 @@ pub(crate) struct StatsRecorder {
     pub(crate) coalesced: AtomicU64,
     pub(crate) stale_served: AtomicU64,
     pub(crate) misses: AtomicU64,
+    pub(crate) backplane_applied: AtomicU64,
+    pub(crate) backplane_resets: AtomicU64,
 }
 
 thread_local! {
@@ -261,6 +267,8 @@ impl StatsRecorder {
             coalesced: AtomicU64::new(0),
             stale_served: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            backplane_applied: AtomicU64::new(0),
+            backplane_resets: AtomicU64::new(0),
         })
     }
 

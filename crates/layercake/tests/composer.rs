@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use layercake::{
     Backend, BreakerConfig, BreakerState, Cache, ErrorKind, FixedTtl, ManualClock, MemoryBackend,
-    PolicyExt, Source, TierOptions, TierSet, Warm, WriteMode, WriteOptions,
+    PolicyExt, Scope, Source, TierOptions, TierSet, Warm, WriteMode, WriteOptions,
 };
 use layercake_memory::MemoryConfig;
 use layercake_testkit::faulty::{Fault, FaultyBackend};
@@ -600,4 +600,85 @@ async fn builder_rejects_bad_configurations() {
         .get::<u32>("")
         .await;
     assert_eq!(keys_err.unwrap_err().kind(), ErrorKind::InvalidKey);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_reads_the_shared_tiers_once() {
+    let clock = ManualClock::new();
+    let l2 = RecordingBackend::new(mem(&clock));
+    let rec = l2.recorder();
+    let cache = Cache::builder("stampede")
+        .shared_tier(mem(&clock))
+        .tier_with(l2, TierOptions::new().scope(Scope::Shared))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..500 {
+        let cache = cache.clone();
+        let calls = calls.clone();
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_compute("k", move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, std::io::Error>(1u32)
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(*t.await.unwrap().value, 1);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        rec.count(Operation::Get),
+        1,
+        "one read of the shared tier for 500 callers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cancelled_during_its_read_hands_the_flight_over() {
+    let clock = ManualClock::new();
+    let slow = FaultyBackend::new(mem(&clock), 5);
+    let faults = slow.handle();
+    let cache = Cache::builder("handover")
+        .shared_tier(mem(&clock))
+        .tier_with(
+            slow,
+            TierOptions::new().scope(Scope::Shared).read_timeout(None),
+        )
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    faults.inject(Operation::Get, Fault::Delay(Duration::from_millis(200)));
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_compute("k", || async { Ok::<_, std::io::Error>(1u32) })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let follower = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_compute("k", || async { Ok::<_, std::io::Error>(2u32) })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    leader.abort(); // cancelled while reading the shared tier
+    let l = follower.await.unwrap().unwrap();
+    assert_eq!(
+        (*l.value, l.source),
+        (2, Source::Computed),
+        "the follower led again"
+    );
+    assert_eq!(cache.loads_in_flight(), 0);
 }
