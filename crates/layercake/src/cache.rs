@@ -307,6 +307,14 @@ impl Cache {
             }
         };
         let now = self.inner.clock.now();
+        if let Some((_, value)) = self.l1_fast_hit::<T>(&key, now) {
+            tel.hit(&scope, 0);
+            tel.finish(scope, Outcome::Hit);
+            return Ok(value.into_option().map(|value| Lookup {
+                value,
+                source: Source::Hit { tier: 0 },
+            }));
+        }
         let read = self.read_typed::<T>(&key, now, &scope, 0..usize::MAX).await;
         match read.fresh {
             Some(f) => {
@@ -321,6 +329,41 @@ impl Cache {
                 tel.finish(scope, Outcome::Miss);
                 Ok(None)
             }
+        }
+    }
+
+    /// The L1 hit path without a future: when L1 is a memory tier without timeout or breaker,
+    /// read it synchronously; a fresh entry carrying a decoded `T` (or a negative entry) is a
+    /// hit. Anything else (miss, stale, not yet decoded) goes the general way.
+    #[inline]
+    fn l1_fast_hit<T>(&self, key: &Key, now: Timestamp) -> Option<(Entry, Value<T>)>
+    where
+        T: Send + Sync + 'static,
+    {
+        #[cfg(feature = "memory")]
+        {
+            let tier = self.inner.tiers.first()?;
+            if tier.breaker.is_some() || tier.read_timeout.is_some() {
+                return None;
+            }
+            let mem = tier
+                .backend
+                .as_any()?
+                .downcast_ref::<layercake_memory::MemoryBackend>()?;
+            let entry = mem.get_sync_at(key, now)?;
+            if !entry.is_fresh(now) {
+                return None;
+            }
+            if entry.is_negative() {
+                return Some((entry, Value::Negative));
+            }
+            let value = entry.decoded()?.clone().downcast::<T>().ok()?;
+            Some((entry, Value::Some(value)))
+        }
+        #[cfg(not(feature = "memory"))]
+        {
+            let _ = (key, now);
+            None
         }
     }
 
@@ -875,7 +918,20 @@ impl Cache {
         let local = self.local_tiers();
         let usable = |v: &Value<T>| accept_negative || matches!(v, Value::Some(_));
         // 1. Every caller reads the in-process tiers.
-        let read = self.read_typed::<T>(&key, now, &scope, 0..local).await;
+        let read = match self.l1_fast_hit::<T>(&key, now) {
+            Some((entry, value)) => {
+                tel.hit(&scope, 0);
+                Read {
+                    fresh: Some(Found {
+                        tier: 0,
+                        entry,
+                        value,
+                    }),
+                    stale: None,
+                }
+            }
+            None => self.read_typed::<T>(&key, now, &scope, 0..local).await,
+        };
         let mut loader = Some(loader);
         if let Some(f) = read.fresh
             && usable(&f.value)
