@@ -18,6 +18,7 @@ pub mod entry;
 pub mod envelope;
 pub mod error;
 pub mod key;
+pub mod lock;
 pub mod policy;
 pub mod selector;
 pub mod strategy;
@@ -30,6 +31,7 @@ pub use entry::{Entry, EntryFlags};
 pub use envelope::EnvelopeLimits;
 pub use error::{Error, ErrorKind, Result};
 pub use key::{DEFAULT_MAX_KEY_LEN, Key, KeyRule};
+pub use lock::{DistributedLock, LockToken};
 pub use policy::{
     Decision, FixedTtl, Layered, NamespaceTable, Policy, PolicyContext, PolicyExt, Promotion,
     RefreshAhead, Rule, TierSet,

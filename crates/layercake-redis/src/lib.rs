@@ -1,1 +1,14 @@
-//! Redis tier (L2) and pub/sub backplane for layercake.
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod backplane;
+mod config;
+mod conn;
+mod error;
+mod keys;
+mod pool;
+
+pub use backend::RedisBackend;
+pub use backplane::{BackplaneConfig, RedisBackplane};
+pub use config::{ConnectionMode, RedisConfig, redact_url};
+pub use keys::escape_glob;

@@ -1,0 +1,396 @@
+//! [`RedisBackend`]: the L2 tier.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use layercake_core::envelope;
+use layercake_core::{
+    Backend, Bytes, Capability, Entry, Error, ErrorKind, Key, Result, Selector, async_trait,
+};
+use redis::{Cmd, Value};
+
+use crate::config::RedisConfig;
+use crate::conn::Redis;
+use crate::error::BACKEND;
+use crate::keys::{Layout, tag_section_bound, tags_from_head};
+
+/// The Redis tier: entries as envelope bytes under a per-cache key prefix, expired by Redis
+/// itself (`SET … PX`).
+///
+/// Contract (beyond [`Backend`]'s):
+/// - every call is bounded by [`operation_timeout`](RedisConfig::operation_timeout) per
+///   command (pool checkout included) and fails with `Unavailable` or `Timeout` when Redis is
+///   down or frozen, never waiting longer;
+/// - after a Redis restart, calls succeed again without rebuilding the backend;
+/// - `set` stores the entry for its *remaining* lifetime (`retain_until` minus the configured
+///   clock's now); an entry already past it is deleted instead;
+/// - tagged entries are indexed in one set per tag; `invalidate(Tag(t))` removes only members
+///   whose stored envelope still carries `t`;
+/// - stored bytes that are not a valid envelope for the key are a miss, are `UNLINK`ed, and
+///   counted in [`corrupt_reads`](Backend::corrupt_reads).
+///
+/// ```no_run
+/// use layercake_core::{Backend, Entry, Key, Timestamp};
+/// use layercake_redis::{RedisBackend, RedisConfig};
+/// use std::time::Duration;
+/// # async fn run() -> layercake_core::Result<()> {
+/// let l2 = RedisBackend::connect(RedisConfig::new("redis://127.0.0.1:6379").with_cache_name("docs")).await?;
+/// let key = Key::new("greeting")?;
+/// l2.set(&key, &Entry::new(&b"hello"[..], Timestamp(0), Duration::from_secs(60))).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: Redis,
+    layout: Layout,
+    config: RedisConfig,
+    corrupt: AtomicU64,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("config", &self.inner.config)
+            .field("corrupt_reads", &self.corrupt_reads())
+            .finish()
+    }
+}
+
+impl RedisBackend {
+    /// Connect as configured. Fails with `Config` for an invalid configuration, and with
+    /// `Unavailable` / `Timeout` when Redis does not answer a PING within the timeouts.
+    pub async fn connect(config: RedisConfig) -> Result<RedisBackend> {
+        let redis = Redis::connect(&config).await?;
+        Ok(RedisBackend {
+            inner: Arc::new(Inner {
+                redis,
+                layout: Layout::new(&config.key_prefix),
+                config,
+                corrupt: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The configuration (its `Debug` hides passwords).
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// The key prefix of this cache.
+    pub fn key_prefix(&self) -> &str {
+        self.inner.layout.prefix()
+    }
+
+    pub(crate) fn redis(&self) -> &Redis {
+        &self.inner.redis
+    }
+
+    /// Decode stored bytes: `Err` when they are not a valid envelope for `key` (corrupt),
+    /// `Ok(None)` when the entry is past `retain_until` by our clock (Redis expires by its own
+    /// clock; a skew must never return what our clock says is gone).
+    fn decode(&self, key: &Key, bytes: Vec<u8>) -> Result<Option<Entry>> {
+        let entry =
+            envelope::decode_with_limits(key, Bytes::from(bytes), &self.inner.config.limits)?;
+        Ok(entry
+            .is_retained(self.inner.config.clock.now())
+            .then_some(entry))
+    }
+
+    async fn heal(&self, redis_keys: Vec<String>) {
+        if redis_keys.is_empty() {
+            return;
+        }
+        self.inner
+            .corrupt
+            .fetch_add(redis_keys.len() as u64, Ordering::Relaxed);
+        let mut c = redis::cmd("UNLINK");
+        c.arg(&redis_keys);
+        // Best effort: a failed removal leaves bytes that the next read reports again.
+        let _ = self.inner.redis.cmd::<()>("UNLINK", &c).await;
+    }
+
+    /// The commands that write `entry` (or remove an expired one), each with its routing key.
+    fn write_cmds(&self, key: &Key, entry: &Entry, out: &mut Vec<(String, Cmd)>) -> Result<()> {
+        let rk = self.inner.layout.entry(key);
+        let ttl = entry.remaining(self.inner.config.clock.now());
+        let ms = ttl.as_millis().min(i64::MAX as u128) as u64;
+        if ms == 0 {
+            let mut c = redis::cmd("UNLINK");
+            c.arg(&rk);
+            out.push((rk, c));
+            return Ok(());
+        }
+        let bytes = envelope::encode_with_limits(key, entry, &self.inner.config.limits)
+            .map_err(|e| e.with_backend(BACKEND))?;
+        let mut c = redis::cmd("SET");
+        c.arg(&rk).arg(bytes).arg("PX").arg(ms);
+        out.push((rk, c));
+        for t in entry.tags.iter() {
+            let tk = self.inner.layout.tag(t);
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(&tk).arg(key.as_str());
+            out.push((tk.clone(), sadd));
+            // A new set has no TTL: NX gives it one; GT extends it to the latest member's.
+            let mut nx = redis::cmd("PEXPIRE");
+            nx.arg(&tk).arg(ms).arg("NX");
+            out.push((tk.clone(), nx));
+            let mut gt = redis::cmd("PEXPIRE");
+            gt.arg(&tk).arg(ms).arg("GT");
+            out.push((tk, gt));
+        }
+        Ok(())
+    }
+
+    async fn unlink(&self, redis_keys: &[String]) -> Result<()> {
+        for chunk in redis_keys.chunks(self.inner.config.batch_size) {
+            let mut c = redis::cmd("UNLINK");
+            c.arg(chunk);
+            self.inner.redis.cmd::<()>("UNLINK", &c).await?;
+        }
+        Ok(())
+    }
+
+    async fn invalidate_prefix(&self, user_prefix: &str) -> Result<()> {
+        if user_prefix.chars().any(char::is_control) {
+            // No key contains a control character: nothing can match.
+            return Ok(());
+        }
+        let pattern = self.inner.layout.scan_pattern(user_prefix);
+        let redis = &self.inner.redis;
+        if redis.is_cluster() {
+            for node in redis.primaries().await? {
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis
+                        .cmd_on("SCAN", &node, &self.scan_cmd(cursor, &pattern))
+                        .await?;
+                    self.unlink(&keys).await?;
+                    cursor = next;
+                    if cursor == 0 {
+                        break;
+                    }
+                }
+            }
+        } else {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) =
+                    redis.cmd("SCAN", &self.scan_cmd(cursor, &pattern)).await?;
+                self.unlink(&keys).await?;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_cmd(&self, cursor: u64, pattern: &str) -> Cmd {
+        let mut c = redis::cmd("SCAN");
+        c.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(self.inner.config.batch_size);
+        c
+    }
+
+    async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        let tk = self.inner.layout.tag(tag);
+        let redis = &self.inner.redis;
+        let limits = &self.inner.config.limits;
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SSCAN");
+            scan.arg(&tk)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(self.inner.config.batch_size);
+            let (next, mut members): (u64, Vec<String>) = redis.cmd("SSCAN", &scan).await?;
+            members.sort_unstable();
+            members.dedup();
+            if !members.is_empty() {
+                // Read only header, key and tags of each member to check it still has the tag.
+                let reads = members
+                    .iter()
+                    .map(|m| {
+                        let rk = self.inner.layout.entry_str(m);
+                        let mut c = redis::cmd("GETRANGE");
+                        c.arg(&rk)
+                            .arg(0)
+                            .arg(tag_section_bound(m.len(), limits).saturating_sub(1));
+                        (rk, c)
+                    })
+                    .collect();
+                let heads = redis.batch("GETRANGE", reads).await?;
+                let mut doomed = Vec::new();
+                for (m, head) in members.iter().zip(heads) {
+                    let head = match head {
+                        Value::BulkString(b) => b,
+                        _ => Vec::new(),
+                    };
+                    if head.is_empty() {
+                        continue; // gone already
+                    }
+                    match tags_from_head(m, &head, limits) {
+                        Ok(tags) if !tags.iter().any(|t| t == tag) => {} // re-set without it
+                        _ => doomed.push(self.inner.layout.entry_str(m)),
+                    }
+                }
+                self.unlink(&doomed).await?;
+                let mut srem = redis::cmd("SREM");
+                srem.arg(&tk).arg(&members);
+                redis.cmd::<()>("SREM", &srem).await?;
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn kind(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capability(&self) -> Capability {
+        let mut c = Capability::MINIMAL;
+        c.native_bulk = true;
+        c.prefix_invalidation = true;
+        c.tag_invalidation = true;
+        c.clear = true;
+        c.clock_driven_expiry = false;
+        c.stores_bytes = true;
+        c.shared = true;
+        c.durable = false;
+        c.max_value_bytes = Some(512 * 1024 * 1024);
+        c
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Entry>> {
+        let rk = self.inner.layout.entry(key);
+        let mut c = redis::cmd("GET");
+        c.arg(&rk);
+        let bytes: Option<Vec<u8>> = match self.inner.redis.cmd("GET", &c).await {
+            Ok(b) => b,
+            // A key of another type under our prefix is corruption too.
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                self.heal(vec![rk]).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(bytes) = bytes else { return Ok(None) };
+        match self.decode(key, bytes) {
+            Ok(entry) => Ok(entry),
+            Err(_) => {
+                self.heal(vec![rk]).await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn set(&self, key: &Key, entry: &Entry) -> Result<()> {
+        let mut cmds = Vec::with_capacity(1 + 3 * entry.tags.len());
+        self.write_cmds(key, entry, &mut cmds)?;
+        if cmds.len() == 1 {
+            let (_, c) = &cmds[0];
+            return self.inner.redis.cmd::<()>("SET", c).await;
+        }
+        self.inner.redis.batch("SET", cmds).await.map(|_| ())
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        let mut c = redis::cmd("UNLINK");
+        c.arg(self.inner.layout.entry(key));
+        self.inner.redis.cmd::<()>("UNLINK", &c).await
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut corrupt = Vec::new();
+        for chunk in keys.chunks(self.inner.config.batch_size) {
+            let rks: Vec<String> = chunk.iter().map(|k| self.inner.layout.entry(k)).collect();
+            let mut c = redis::cmd("MGET");
+            c.arg(&rks);
+            let vals: Vec<Option<Vec<u8>>> = self.inner.redis.cmd("MGET", &c).await?;
+            if vals.len() != chunk.len() {
+                return Err(Error::corrupt(format!(
+                    "MGET of {} keys returned {} values",
+                    chunk.len(),
+                    vals.len()
+                ))
+                .with_backend(BACKEND));
+            }
+            for ((k, rk), v) in chunk.iter().zip(rks).zip(vals) {
+                match v {
+                    None => out.push(None),
+                    Some(b) => match self.decode(k, b) {
+                        Ok(e) => out.push(e),
+                        Err(_) => {
+                            corrupt.push(rk);
+                            out.push(None);
+                        }
+                    },
+                }
+            }
+        }
+        corrupt.sort_unstable();
+        corrupt.dedup();
+        self.heal(corrupt).await;
+        Ok(out)
+    }
+
+    async fn set_many(&self, items: &[(Key, Entry)]) -> Result<()> {
+        for chunk in items.chunks(self.inner.config.batch_size) {
+            let mut cmds = Vec::with_capacity(chunk.len());
+            for (k, e) in chunk {
+                self.write_cmds(k, e, &mut cmds)?;
+            }
+            self.inner.redis.batch("SET", cmds).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        let rks: Vec<String> = keys.iter().map(|k| self.inner.layout.entry(k)).collect();
+        self.unlink(&rks).await
+    }
+
+    async fn invalidate(&self, selector: &Selector) -> Result<()> {
+        match selector {
+            Selector::Prefix(p) => self.invalidate_prefix(p).await,
+            Selector::Tag(t) => self.invalidate_tag(t).await,
+            other => Err(Error::unsupported(format!(
+                "redis backend cannot invalidate by {other:?}"
+            ))
+            .with_backend(BACKEND)),
+        }
+    }
+
+    async fn clear(&self) -> Result<()> {
+        // The empty user prefix: every entry and every tag index under the cache prefix.
+        self.invalidate_prefix("").await
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.inner
+            .redis
+            .cmd::<()>("PING", &redis::cmd("PING"))
+            .await
+    }
+
+    fn corrupt_reads(&self) -> u64 {
+        self.inner.corrupt.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,344 @@
+//! [`RedisConfig`]: where the Redis tier connects, how, and with which limits.
+
+use std::fmt;
+use std::time::Duration;
+
+use layercake_core::{EnvelopeLimits, Error, Result, SharedClock, system_clock};
+
+use crate::error::BACKEND;
+
+/// How the backend talks to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ConnectionMode {
+    /// One multiplexed, auto-reconnecting connection (redis-rs `ConnectionManager`): every
+    /// concurrent request is pipelined on one socket. The default (see
+    /// `docs/decisions/0002-redis-connection-mode.md`: fastest at 1 and at 64 in flight, fails
+    /// fast while Redis is down, reconnects by itself).
+    #[default]
+    Multiplexed,
+    /// A bb8 pool of up to [`pool_max_size`](RedisConfig::pool_max_size) multiplexed
+    /// connections, checked out one request at a time, without a PING on checkout; a connection
+    /// that saw a connection-level error is discarded and replaced.
+    Pool,
+    /// Redis Cluster through redis-rs `cluster_async`, seeded by
+    /// [`cluster_nodes`](RedisConfig::cluster_nodes) (or [`url`](RedisConfig::url) when empty).
+    Cluster,
+}
+
+/// Configuration of a [`RedisBackend`](crate::RedisBackend).
+///
+/// Contract:
+/// - every timeout is explicit and finite: `connect_timeout` bounds a connection attempt,
+///   `pool_wait_timeout` a pool checkout, `operation_timeout` every command or pipeline as the
+///   caller sees it (checkout included);
+/// - `key_prefix` is non-empty and free of control characters; every key this backend writes
+///   starts with it, and `clear` removes exactly the keys under it;
+/// - `Debug` never prints a password: URL passwords are shown as `***`, and so is
+///   [`password`](RedisConfig::password).
+///
+/// ```
+/// use layercake_redis::{ConnectionMode, RedisConfig};
+/// use std::time::Duration;
+/// let cfg = RedisConfig::new("redis://app:s3cret@127.0.0.1:6379/0")
+///     .with_cache_name("users")
+///     .with_mode(ConnectionMode::Multiplexed)
+///     .with_operation_timeout(Duration::from_millis(200));
+/// assert_eq!(cfg.key_prefix, "lc:users:");
+/// let shown = format!("{cfg:?}");
+/// assert!(shown.contains("redis://app:***@127.0.0.1:6379/0"));
+/// assert!(!shown.contains("s3cret"));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user[:password]@]host[:port][/db]` or `rediss://…` for TLS (standalone and
+    /// pool modes; also the cluster seed when `cluster_nodes` is empty). Default
+    /// `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Seed nodes of a cluster (same URL syntax), for [`ConnectionMode::Cluster`].
+    pub cluster_nodes: Vec<String>,
+    /// The connection mode. Default [`ConnectionMode::Multiplexed`].
+    pub mode: ConnectionMode,
+    /// Prefix of every key of this cache. Default `lc:default:`; see
+    /// [`with_cache_name`](RedisConfig::with_cache_name).
+    pub key_prefix: String,
+    /// ACL user name, overriding the URL's.
+    pub username: Option<String>,
+    /// Password, overriding the URL's. Never printed.
+    pub password: Option<String>,
+    /// Bound on one connection attempt. Default 1 s.
+    pub connect_timeout: Duration,
+    /// Bound on one command or pipeline, as the caller sees it. Default 500 ms.
+    pub operation_timeout: Duration,
+    /// Bound on waiting for a pooled connection ([`ConnectionMode::Pool`]). Default 250 ms.
+    pub pool_wait_timeout: Duration,
+    /// Most connections in the pool ([`ConnectionMode::Pool`]). Default 8.
+    pub pool_max_size: u32,
+    /// Longest pause between reconnect attempts of the multiplexed connection. Default 100 ms.
+    pub reconnect_max_delay: Duration,
+    /// Keys per `SCAN` step, `UNLINK` batch and `MGET` chunk. Default 500.
+    pub batch_size: usize,
+    /// The clock that turns an entry's `retain_until` into a `PX` lifetime. Default: system.
+    pub clock: SharedClock,
+    /// Envelope limits checked on encode and decode. Default [`EnvelopeLimits::default`].
+    pub limits: EnvelopeLimits,
+}
+
+impl RedisConfig {
+    /// Defaults, connecting to `url`.
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// A cluster seeded by `nodes` ([`ConnectionMode::Cluster`]).
+    pub fn cluster<I, S>(nodes: I) -> RedisConfig
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        RedisConfig {
+            url: nodes.first().cloned().unwrap_or_default(),
+            cluster_nodes: nodes,
+            mode: ConnectionMode::Cluster,
+            ..RedisConfig::default()
+        }
+    }
+
+    /// Set the key prefix to `lc:{name}:`.
+    pub fn with_cache_name(mut self, name: &str) -> Self {
+        self.key_prefix = format!("lc:{name}:");
+        self
+    }
+
+    /// Set the key prefix verbatim.
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Set the connection mode.
+    pub fn with_mode(mut self, mode: ConnectionMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Set the ACL user and password (overriding the URL's).
+    pub fn with_auth(mut self, username: Option<String>, password: impl Into<String>) -> Self {
+        self.username = username;
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Set the connect timeout.
+    pub fn with_connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Set the operation timeout.
+    pub fn with_operation_timeout(mut self, d: Duration) -> Self {
+        self.operation_timeout = d;
+        self
+    }
+
+    /// Set the pool wait timeout.
+    pub fn with_pool_wait_timeout(mut self, d: Duration) -> Self {
+        self.pool_wait_timeout = d;
+        self
+    }
+
+    /// Set the largest pool size.
+    pub fn with_pool_max_size(mut self, n: u32) -> Self {
+        self.pool_max_size = n;
+        self
+    }
+
+    /// Set the clock.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Check the configuration; a problem is a [`Config`](layercake_core::ErrorKind::Config)
+    /// error naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::config(m).with_backend(BACKEND));
+        if self.key_prefix.is_empty() {
+            return bad("key_prefix must not be empty (clear would remove every key)".into());
+        }
+        if self.key_prefix.chars().any(char::is_control) {
+            return bad("key_prefix must not contain control characters".into());
+        }
+        for (name, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("operation_timeout", self.operation_timeout),
+            ("pool_wait_timeout", self.pool_wait_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(format!("{name} must be greater than zero"));
+            }
+        }
+        if self.pool_max_size == 0 {
+            return bad("pool_max_size must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1".into());
+        }
+        let nodes = self.nodes();
+        if nodes.is_empty() || nodes.iter().any(|u| u.is_empty()) {
+            return bad("no redis URL configured".into());
+        }
+        for u in nodes {
+            if !(u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis+unix://")
+                || u.starts_with("unix://"))
+            {
+                return bad(format!(
+                    "redis URL {} must start with redis://, rediss:// or unix://",
+                    redact_url(u)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The URLs to connect to: the cluster nodes in cluster mode (the URL if none), else the URL.
+    pub(crate) fn nodes(&self) -> Vec<&str> {
+        if self.mode == ConnectionMode::Cluster && !self.cluster_nodes.is_empty() {
+            self.cluster_nodes.iter().map(String::as_str).collect()
+        } else {
+            vec![self.url.as_str()]
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            cluster_nodes: Vec::new(),
+            mode: ConnectionMode::default(),
+            key_prefix: "lc:default:".to_owned(),
+            username: None,
+            password: None,
+            connect_timeout: Duration::from_secs(1),
+            operation_timeout: Duration::from_millis(500),
+            pool_wait_timeout: Duration::from_millis(250),
+            pool_max_size: 8,
+            reconnect_max_delay: Duration::from_millis(100),
+            batch_size: 500,
+            clock: system_clock(),
+            limits: EnvelopeLimits::default(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field(
+                "cluster_nodes",
+                &self
+                    .cluster_nodes
+                    .iter()
+                    .map(|u| redact_url(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("mode", &self.mode)
+            .field("key_prefix", &self.key_prefix)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("pool_wait_timeout", &self.pool_wait_timeout)
+            .field("pool_max_size", &self.pool_max_size)
+            .field("reconnect_max_delay", &self.reconnect_max_delay)
+            .field("batch_size", &self.batch_size)
+            .field("clock", &self.clock)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// The URL with its password (if any) replaced by `***`.
+///
+/// ```
+/// use layercake_redis::redact_url;
+/// assert_eq!(redact_url("rediss://u:p%40ss@h:6380/1"), "rediss://u:***@h:6380/1");
+/// assert_eq!(redact_url("redis://:pw@h"), "redis://:***@h");
+/// assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL we understand: show nothing that could be a secret.
+        return if url.contains('@') {
+            "***".to_owned()
+        } else {
+            url.to_owned()
+        };
+    };
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(auth_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') || !userinfo.is_empty() {
+                format!("{user}:***")
+            } else {
+                String::new()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_every_password_form() {
+        for (url, shown) in [
+            ("redis://user:pw@host:1/0", "redis://user:***@host:1/0"),
+            ("redis://pwonly@host", "redis://pwonly:***@host"),
+            ("rediss://a:b:c@h?x=1", "rediss://a:***@h?x=1"),
+            ("redis://h", "redis://h"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+        let cfg =
+            RedisConfig::cluster(["redis://:topsecret@n1:7000", "redis://:topsecret@n2:7000"])
+                .with_auth(Some("app".into()), "alsosecret");
+        let dbg = format!("{cfg:?}");
+        assert!(
+            !dbg.contains("topsecret") && !dbg.contains("alsosecret"),
+            "{dbg}"
+        );
+        assert!(dbg.contains("Cluster"));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let e = RedisConfig::default()
+            .with_key_prefix("")
+            .validate()
+            .unwrap_err();
+        assert!(e.message().contains("key_prefix"));
+        let e = RedisConfig::default()
+            .with_operation_timeout(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert!(e.message().contains("operation_timeout"));
+        let e = RedisConfig::new("http://x").validate().unwrap_err();
+        assert!(e.message().contains("must start with"));
+        assert!(RedisConfig::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,298 @@
+//! [`Redis`]: one handle over the three connection modes, with the operation timeout, pool
+//! checkout and error mapping applied to every command in one place.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use layercake_core::Result;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
+    Pipeline, RedisResult, Value,
+};
+
+use crate::config::{ConnectionMode, RedisConfig};
+use crate::error::{breaks_connection, connect_timeout, map_err, map_pool_err, op_timeout};
+use crate::pool::PoolManager;
+
+#[derive(Clone)]
+enum Conn {
+    Managed(ConnectionManager),
+    Pool(bb8::Pool<PoolManager>),
+    Cluster(ClusterConnection),
+}
+
+/// A cloneable handle that runs commands with the configured timeouts.
+#[derive(Clone)]
+pub(crate) struct Redis {
+    conn: Conn,
+    op_timeout: Duration,
+    pool_wait: Duration,
+}
+
+#[derive(Clone, Copy)]
+enum Req<'a> {
+    Cmd(&'a Cmd),
+    Pipe(&'a Pipeline),
+}
+
+impl Req<'_> {
+    async fn send<T, C>(self, c: &mut C) -> RedisResult<T>
+    where
+        T: FromRedisValue,
+        C: ConnectionLike + Send,
+    {
+        match self {
+            Req::Cmd(cmd) => cmd.query_async(c).await,
+            Req::Pipe(p) => p.query_async(c).await,
+        }
+    }
+}
+
+/// A Redis node address as the cluster reports it.
+pub(crate) type Node = (String, u16);
+
+/// The connection info for `url` with the configured credentials applied.
+pub(crate) fn connection_info(cfg: &RedisConfig, url: &str) -> Result<ConnectionInfo> {
+    let info = url.into_connection_info().map_err(map_err)?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(u) = &cfg.username {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = &cfg.password {
+        settings = settings.set_password(p);
+    }
+    Ok(info.set_redis_settings(settings))
+}
+
+/// A client for the first configured node (standalone URL or first cluster seed).
+pub(crate) fn client(cfg: &RedisConfig) -> Result<Client> {
+    let url = cfg.nodes().first().copied().unwrap_or(cfg.url.as_str());
+    Client::open(connection_info(cfg, url)?).map_err(map_err)
+}
+
+impl Redis {
+    /// Connect as configured, and PING once so that a wrong address or credentials fail here.
+    pub(crate) async fn connect(cfg: &RedisConfig) -> Result<Redis> {
+        cfg.validate()?;
+        let conn = match cfg.mode {
+            ConnectionMode::Multiplexed => {
+                let mc = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(cfg.connect_timeout))
+                    .set_response_timeout(Some(cfg.operation_timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(10))
+                    .set_max_delay(cfg.reconnect_max_delay);
+                let cl = client(cfg)?;
+                let fut = cl.get_connection_manager_with_config(mc);
+                let m = tokio::time::timeout(cfg.connect_timeout, fut)
+                    .await
+                    .map_err(|_| connect_timeout(cfg.connect_timeout))?
+                    .map_err(map_err)?;
+                Conn::Managed(m)
+            }
+            ConnectionMode::Pool => {
+                let manager = PoolManager {
+                    client: client(cfg)?,
+                    config: AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(cfg.connect_timeout))
+                        .set_response_timeout(Some(cfg.operation_timeout)),
+                };
+                let pool = bb8::Pool::builder()
+                    .max_size(cfg.pool_max_size)
+                    .min_idle(Some(cfg.pool_max_size))
+                    .test_on_check_out(false)
+                    .connection_timeout(cfg.pool_wait_timeout)
+                    .build_unchecked(manager);
+                Conn::Pool(pool)
+            }
+            ConnectionMode::Cluster => {
+                let infos = cfg
+                    .nodes()
+                    .into_iter()
+                    .map(|u| connection_info(cfg, u))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut b = ClusterClientBuilder::new(infos)
+                    .connection_timeout(cfg.connect_timeout)
+                    .response_timeout(cfg.operation_timeout)
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(cfg.reconnect_max_delay.as_millis() as u64);
+                if let Some(u) = &cfg.username {
+                    b = b.username(u);
+                }
+                if let Some(p) = &cfg.password {
+                    b = b.password(p);
+                }
+                let client = b.build().map_err(map_err)?;
+                let c = tokio::time::timeout(cfg.connect_timeout, client.get_async_connection())
+                    .await
+                    .map_err(|_| connect_timeout(cfg.connect_timeout))?
+                    .map_err(map_err)?;
+                Conn::Cluster(c)
+            }
+        };
+        let r = Redis {
+            conn,
+            op_timeout: cfg.operation_timeout,
+            pool_wait: cfg.pool_wait_timeout,
+        };
+        r.cmd::<()>("PING", &redis::cmd("PING")).await?;
+        Ok(r)
+    }
+
+    /// Whether keys of one pipeline must share a slot.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    /// Run one command.
+    pub(crate) async fn cmd<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
+        self.run(op, Req::Cmd(cmd)).await
+    }
+
+    /// Run one pipeline (standalone, or all of its keys on one slot).
+    pub(crate) async fn pipe<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T> {
+        self.run(op, Req::Pipe(pipe)).await
+    }
+
+    async fn run<T: FromRedisValue>(&self, op: &'static str, req: Req<'_>) -> Result<T> {
+        let fut = async {
+            match &self.conn {
+                Conn::Managed(m) => req.send(&mut m.clone()).await.map_err(map_err),
+                Conn::Cluster(c) => req.send(&mut c.clone()).await.map_err(map_err),
+                Conn::Pool(p) => {
+                    let (mut conn, broken) = loop {
+                        let pc = p.get().await.map_err(|e| map_pool_err(e, self.pool_wait))?;
+                        if pc.broken.load(Ordering::Relaxed) {
+                            // Returned as broken: bb8 drops it and opens a replacement.
+                            continue;
+                        }
+                        break (pc.conn.clone(), pc.broken.clone());
+                    };
+                    let r = req.send(&mut conn).await;
+                    if let Err(e) = &r
+                        && breaks_connection(e)
+                    {
+                        broken.store(true, Ordering::Relaxed);
+                    }
+                    r.map_err(map_err)
+                }
+            }
+        };
+        match tokio::time::timeout(self.op_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(op_timeout(op, self.op_timeout)),
+        }
+    }
+
+    /// Run commands as pipelines: one in standalone mode, one per slot (concurrently) in
+    /// cluster mode. Each command comes with the key that routes it. Returns one reply per
+    /// command, in order.
+    pub(crate) async fn batch(
+        &self,
+        op: &'static str,
+        cmds: Vec<(String, Cmd)>,
+    ) -> Result<Vec<Value>> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.is_cluster() {
+            let mut p = redis::pipe();
+            for (_, c) in cmds {
+                p.add_command(c);
+            }
+            return self.pipe(op, &p).await;
+        }
+        let n = cmds.len();
+        let mut groups: HashMap<Slot, (Pipeline, Vec<usize>)> = HashMap::new();
+        for (i, (key, c)) in cmds.into_iter().enumerate() {
+            let g = groups
+                .entry(Slot::for_key(key.as_bytes()))
+                .or_insert_with(|| (redis::pipe(), Vec::new()));
+            g.0.add_command(c);
+            g.1.push(i);
+        }
+        let replies =
+            futures::future::try_join_all(groups.into_values().map(|(p, idx)| async move {
+                let vals: Vec<Value> = self.pipe(op, &p).await?;
+                Ok::<_, layercake_core::Error>((idx, vals))
+            }))
+            .await?;
+        let mut out = vec![Value::Nil; n];
+        for (idx, vals) in replies {
+            for (i, v) in idx.into_iter().zip(vals) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The primaries of the cluster (empty outside cluster mode).
+    pub(crate) async fn primaries(&self) -> Result<Vec<Node>> {
+        if !self.is_cluster() {
+            return Ok(Vec::new());
+        }
+        let v: Value = self
+            .cmd("CLUSTER SLOTS", redis::cmd("CLUSTER").arg("SLOTS"))
+            .await?;
+        let mut out: Vec<Node> = Vec::new();
+        if let Value::Array(ranges) = v {
+            for r in ranges {
+                let Value::Array(parts) = r else { continue };
+                let Some(Value::Array(node)) = parts.get(2) else {
+                    continue;
+                };
+                let host = match node.first() {
+                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(Value::SimpleString(s)) => s.clone(),
+                    _ => continue,
+                };
+                let Some(Value::Int(port)) = node.get(1) else {
+                    continue;
+                };
+                let n = (host, *port as u16);
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run one command on one cluster node.
+    pub(crate) async fn cmd_on<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        node: &Node,
+        cmd: &Cmd,
+    ) -> Result<T> {
+        let Conn::Cluster(c) = &self.conn else {
+            return self.cmd(op, cmd).await;
+        };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: node.0.clone(),
+            port: node.1,
+        });
+        let fut = async {
+            let v = c
+                .clone()
+                .route_command(cmd.clone(), routing)
+                .await
+                .map_err(map_err)?;
+            T::from_redis_value(v).map_err(|e| map_err(e.into()))
+        };
+        match tokio::time::timeout(self.op_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(op_timeout(op, self.op_timeout)),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The one place where redis-rs, bb8 and timer errors become layercake [`Error`]s.
+//!
+//! Mapping (every error carries `backend = "redis"`):
+//! - I/O errors (refused, reset, broken pipe, EOF), a missing cluster connection,
+//!   `CLUSTERDOWN`, `MASTERDOWN`, `TRYAGAIN`, `LOADING`, `READONLY`, `OOM`, `BUSY` →
+//!   [`Unavailable`](ErrorKind::Unavailable), temporary;
+//! - an I/O timeout, an operation past its deadline, a pool wait past its deadline →
+//!   [`Timeout`](ErrorKind::Timeout), temporary;
+//! - failed authentication and missing ACL permission (`NOAUTH`, `WRONGPASS`, `NOPERM`) →
+//!   `Unavailable`, permanent (a retry with the same credentials will fail again);
+//! - unexpected reply types, parse errors, `WRONGTYPE` → [`Corrupt`](ErrorKind::Corrupt),
+//!   permanent;
+//! - invalid client configuration, RESP3 unsupported → [`Config`](ErrorKind::Config);
+//! - any other server or client error → `Unavailable`, permanent.
+
+use std::time::Duration;
+
+use layercake_core::{Error, ErrorKind};
+use redis::{RedisError, ServerErrorKind};
+
+/// The backend kind stamped on every error.
+pub(crate) const BACKEND: &str = "redis";
+
+/// Map a redis-rs error to the core error.
+pub(crate) fn map_err(e: RedisError) -> Error {
+    use redis::ErrorKind as K;
+    let code = e.code().map(str::to_owned);
+    let (kind, temporary, what): (ErrorKind, bool, &'static str) = match e.kind() {
+        K::Io if e.is_timeout() => (ErrorKind::Timeout, true, "redis I/O timed out"),
+        K::Io => (ErrorKind::Unavailable, true, "redis connection failed"),
+        K::ClusterConnectionNotFound => (
+            ErrorKind::Unavailable,
+            true,
+            "no connection to the cluster node owning the slot",
+        ),
+        K::Server(
+            ServerErrorKind::ClusterDown
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::BusyLoading
+            | ServerErrorKind::ReadOnly
+            | ServerErrorKind::Moved
+            | ServerErrorKind::Ask,
+        ) => (
+            ErrorKind::Unavailable,
+            true,
+            "redis cannot serve the request now",
+        ),
+        K::Server(ServerErrorKind::NoPerm) | K::AuthenticationFailed => (
+            ErrorKind::Unavailable,
+            false,
+            "redis refused the credentials or the permission",
+        ),
+        K::Parse | K::UnexpectedReturnType => (
+            ErrorKind::Corrupt,
+            false,
+            "redis returned an unexpected reply",
+        ),
+        K::InvalidClientConfig | K::RESP3NotSupported => (
+            ErrorKind::Config,
+            false,
+            "invalid redis client configuration",
+        ),
+        _ => match code.as_deref() {
+            Some("WRONGTYPE") => (
+                ErrorKind::Corrupt,
+                false,
+                "a redis key holds the wrong kind of value",
+            ),
+            Some("OOM" | "BUSY") => (
+                ErrorKind::Unavailable,
+                true,
+                "redis is out of memory or busy",
+            ),
+            Some("NOAUTH" | "WRONGPASS") => (
+                ErrorKind::Unavailable,
+                false,
+                "redis refused the credentials",
+            ),
+            _ => (ErrorKind::Unavailable, false, "redis rejected the request"),
+        },
+    };
+    Error::new(kind, what)
+        .with_temporary(temporary)
+        .with_source(e)
+        .with_backend(BACKEND)
+}
+
+/// An operation that did not finish within `limit`.
+pub(crate) fn op_timeout(op: &'static str, limit: Duration) -> Error {
+    Error::timeout(format!(
+        "redis {op} did not finish within {} ms",
+        limit.as_millis()
+    ))
+    .with_backend(BACKEND)
+}
+
+/// A connection attempt that did not finish within `limit`.
+pub(crate) fn connect_timeout(limit: Duration) -> Error {
+    Error::timeout(format!(
+        "connecting to redis did not finish within {} ms",
+        limit.as_millis()
+    ))
+    .with_backend(BACKEND)
+}
+
+/// A pool checkout error.
+pub(crate) fn map_pool_err(e: bb8::RunError<RedisError>, wait: Duration) -> Error {
+    match e {
+        bb8::RunError::User(e) => map_err(e),
+        bb8::RunError::TimedOut => Error::timeout(format!(
+            "no pooled redis connection became available within {} ms",
+            wait.as_millis()
+        ))
+        .with_backend(BACKEND),
+    }
+}
+
+/// Whether a redis error means the connection it came from must be replaced.
+pub(crate) fn breaks_connection(e: &RedisError) -> bool {
+    e.is_unrecoverable_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn io_errors_are_temporary_unavailable_or_timeout() {
+        let e = map_err(RedisError::from(io::Error::from(
+            io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.is_temporary());
+        assert_eq!(e.backend(), Some("redis"));
+        let e = map_err(RedisError::from(io::Error::from(io::ErrorKind::TimedOut)));
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(e.is_temporary());
+    }
+
+    #[test]
+    fn reply_type_errors_are_permanent_corrupt() {
+        let e = map_err(RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "bad",
+        )));
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(!e.is_temporary());
+        let e = map_err(RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "bad url",
+        )));
+        assert_eq!(e.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn timeouts_name_the_limit() {
+        let e = op_timeout("GET", Duration::from_millis(50));
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert_eq!(
+            e.to_string(),
+            "timeout (redis): redis GET did not finish within 50 ms"
+        );
+        let e = map_pool_err(bb8::RunError::TimedOut, Duration::from_millis(7));
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(e.message().contains("7 ms"));
+    }
+}
