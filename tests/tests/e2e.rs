@@ -181,3 +181,68 @@ async fn redis_killed_the_stack_serves_from_the_other_tiers() {
     assert_eq!(s.tiers[1].breaker, layercake::BreakerState::Open);
     tiers.cleanup().await;
 }
+
+/// With a distributed lock on Redis, concurrent misses on several instances run the loader
+/// once in the whole fleet; a holder that never finishes delays the others by at most `wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_lock_runs_the_loader_once_across_instances() {
+    use layercake::{DistributedLock, LockOptions};
+    use layercake_redis::{RedisBackend, RedisConfig};
+    let tiers = Tiers::connect(Arc::new(SystemClock)).await;
+    let lock = Arc::new(
+        RedisBackend::connect(
+            RedisConfig::new(&tiers.redis_url).with_key_prefix(format!("{}:lock:", tiers.name)),
+        )
+        .await
+        .unwrap(),
+    );
+    let opts = LockOptions { wait: Duration::from_secs(3), ..LockOptions::default() };
+    let instances: Vec<Cache> = (0..3)
+        .map(|_| {
+            Cache::builder("e2e-lock")
+                .tier(layercake::MemoryBackend::with_max_bytes(8 << 20).unwrap())
+                .shared_tier(tiers.redis.clone())
+                .shared_tier(tiers.postgres.clone())
+                .distributed_lock(lock.clone(), opts)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let cache = instances[i % 3].clone();
+        let calls = calls.clone();
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_compute("fleet-wide", move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok::<_, std::io::Error>(42u32)
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    let mut sources = Vec::new();
+    for t in tasks {
+        let l = t.await.unwrap();
+        assert_eq!(*l.value, 42);
+        sources.push(l.source);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one loader run for three instances: {sources:?}");
+
+    // A holder that never releases: the others compute after `wait`.
+    let key = instances[0].key("stuck").unwrap();
+    let _held = lock.try_lock(&key, Duration::from_secs(60)).await.unwrap().expect("free");
+    let t = Instant::now();
+    let l = instances[1]
+        .get_or_compute("stuck", || async { Ok::<_, std::io::Error>(7u32) })
+        .await
+        .unwrap();
+    let waited = t.elapsed();
+    println!("waited {waited:?} for a stuck holder before computing");
+    assert_eq!((*l.value, l.source), (7, Source::Computed));
+    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(6), "{waited:?}");
+    tiers.cleanup().await;
+}

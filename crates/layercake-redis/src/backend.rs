@@ -90,6 +90,10 @@ impl RedisBackend {
         &self.inner.redis
     }
 
+    pub(crate) fn lock_key(&self, key: &Key) -> String {
+        self.inner.layout.lock(key)
+    }
+
     /// Decode stored bytes: `Err` when they are not a valid envelope for `key` (corrupt),
     /// `Ok(None)` when the entry is past `retain_until` by our clock (Redis expires by its own
     /// clock; a skew must never return what our clock says is gone).

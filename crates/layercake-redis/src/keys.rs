@@ -42,6 +42,12 @@ impl Layout {
         s
     }
 
+    /// Where the distributed lock for `key` lives (a control character keeps it apart from
+    /// entries, whose keys cannot contain one).
+    pub(crate) fn lock(&self, key: &Key) -> String {
+        format!("{}\0lock:{}", self.prefix, key.as_str())
+    }
+
     /// Where the index of `tag` lives.
     pub(crate) fn tag(&self, tag: &str) -> String {
         format!("{}\0tag:{tag}", self.prefix)

@@ -6,6 +6,7 @@ mod config;
 mod conn;
 mod error;
 mod keys;
+mod lock;
 mod pool;
 
 pub use backend::RedisBackend;

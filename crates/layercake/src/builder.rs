@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use layercake_core::DistributedLock;
 use layercake_core::backplane::Backplane;
 use layercake_core::{
     Backend, Codec, Error, FixedTtl, KeyStrategy, Namespace, PlainKeys, Policy, Result,
@@ -14,6 +15,7 @@ use parking_lot::Mutex;
 use crate::cache::{Cache, Inner};
 use crate::coherence::{DEFAULT_DISCONNECTED_L1_CAP, Versions, spawn_listener};
 use crate::flight::Flights;
+use crate::lock::LockOptions;
 use crate::telemetry::Telemetry;
 use crate::tier::{Tier, TierOptions, WriteMode};
 use crate::write_behind::WriteBehind;
@@ -52,6 +54,7 @@ pub struct CacheBuilder {
     backplane: Option<Arc<dyn Backplane>>,
     soft: Option<Duration>,
     hard: Option<Duration>,
+    lock: Option<(Arc<dyn DistributedLock>, LockOptions)>,
     disconnected_cap: Duration,
     #[cfg(feature = "otel")]
     otel: crate::otel::OtelSetup,
@@ -78,6 +81,7 @@ impl CacheBuilder {
             backplane: None,
             soft: None,
             hard: None,
+            lock: None,
             disconnected_cap: DEFAULT_DISCONNECTED_L1_CAP,
             #[cfg(feature = "otel")]
             otel: crate::otel::OtelSetup::default(),
@@ -156,6 +160,15 @@ impl CacheBuilder {
         self
     }
 
+    /// Coordinate loads across instances: on a miss in every tier, only the instance that
+    /// takes the lock (e.g. a [`RedisBackend`](https://docs.rs/layercake-redis), which
+    /// implements [`DistributedLock`]) runs the loader; the others wait for its value in the
+    /// shared tiers. See [`LockOptions`].
+    pub fn distributed_lock(mut self, lock: Arc<dyn DistributedLock>, opts: LockOptions) -> Self {
+        self.lock = Some((lock, opts));
+        self
+    }
+
     /// The longest lifetime of a copy in a process- or host-local tier while the backplane is
     /// disconnected (default 5 s).
     pub fn disconnected_local_ttl(mut self, cap: Duration) -> Self {
@@ -186,6 +199,15 @@ impl CacheBuilder {
         {
             return Err(Error::config(format!(
                 "the loader's soft timeout ({s:?}) must be shorter than its hard timeout ({h:?})"
+            )));
+        }
+        if let (Some((_, lo)), Some(h)) = (&self.lock, self.hard)
+            && lo.ttl < h
+        {
+            return Err(Error::config(format!(
+                "the distributed lock's ttl ({:?}) must be at least the loader's hard timeout \
+                 ({h:?})",
+                lo.ttl
             )));
         }
         let needs_runtime = self.backplane.is_some()
@@ -248,6 +270,7 @@ impl CacheBuilder {
             disconnected_cap: self.disconnected_cap,
             soft_timeout: self.soft,
             hard_timeout: self.hard,
+            lock: self.lock,
             tasks: Mutex::new(Vec::new()),
         });
         #[cfg(feature = "otel")]

@@ -11,8 +11,9 @@ use futures::FutureExt as _;
 use futures::future::join_all;
 use layercake_core::backplane::{Backplane, Message, Target};
 use layercake_core::{
-    Codec, Entry, EntryFlags, Error, ErrorKind, Key, KeyStrategy, Policy, PolicyContext, Promotion,
-    RefreshAhead, Result, Selector, SharedClock, TierSet, Timestamp,
+    Codec, DistributedLock, Entry, EntryFlags, Error, ErrorKind, Key, KeyStrategy, LockToken,
+    Policy, PolicyContext, Promotion, RefreshAhead, Result, Selector, SharedClock, TierSet,
+    Timestamp,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -22,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::coherence::Versions;
 use crate::flight::{AnyValue, Flights, LeaderHandle, Loaded, Role, Shared, Waiter};
 use crate::key_input::IntoKey;
+use crate::lock::LockOptions;
 use crate::lookup::{Lookup, Source};
 use crate::stats::{Op, Stats, TierStats};
 use crate::telemetry::{OpScope, Outcome, Telemetry};
@@ -81,6 +83,7 @@ pub(crate) struct Inner {
     pub(crate) disconnected_cap: Duration,
     pub(crate) soft_timeout: Option<Duration>,
     pub(crate) hard_timeout: Option<Duration>,
+    pub(crate) lock: Option<(Arc<dyn DistributedLock>, LockOptions)>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -204,6 +207,16 @@ struct Found<V> {
     tier: usize,
     entry: Entry,
     value: V,
+}
+
+/// What waiting for the cross-instance lock ended with.
+enum LockWait<T> {
+    /// This instance holds the lock: compute.
+    Held(LockToken),
+    /// Another instance's value appeared in a shared tier.
+    Found(Found<Value<T>>),
+    /// No lock (its store failed, or the wait passed): compute anyway.
+    Proceed,
 }
 
 struct Read<V> {
@@ -945,7 +958,7 @@ impl Cache {
                     && let (Role::Leader(h), Some(l)) =
                         (self.inner.flights.join(&key), loader.take())
                 {
-                    self.spawn_load(h, key.clone(), opts.clone(), scope.in_span(l));
+                    self.spawn_load(h, key.clone(), opts.clone(), None, scope.in_span(l));
                 }
             }
             tel.finish(scope, Outcome::Hit);
@@ -994,8 +1007,32 @@ impl Cache {
                     let Some(l) = loader.take() else {
                         return Err(Error::loader("internal: loader already used"));
                     };
+                    let token = match &self.inner.lock {
+                        Some((lock, lo)) => {
+                            match self
+                                .lock_or_wait::<T>(lock, lo, &key, &scope, local, accept_negative)
+                                .await
+                            {
+                                LockWait::Held(t) => Some(t),
+                                LockWait::Proceed => None,
+                                LockWait::Found(f) => {
+                                    let source = Source::Hit { tier: f.tier };
+                                    h.complete(Ok(Loaded {
+                                        value: f.value.clone().into_any(),
+                                        source,
+                                    }));
+                                    tel.finish(scope, Outcome::Hit);
+                                    return Ok(Lookup {
+                                        value: f.value.into_option(),
+                                        source,
+                                    });
+                                }
+                            }
+                        }
+                        None => None,
+                    };
                     let w = h.waiter.clone();
-                    self.spawn_load(h, key.clone(), opts.clone(), scope.in_span(l));
+                    self.spawn_load(h, key.clone(), opts.clone(), token, scope.in_span(l));
                     (w, true)
                 }
                 Role::Follower(w) => (w, false),
@@ -1048,6 +1085,48 @@ impl Cache {
         out
     }
 
+    /// Take the cross-instance lock, or wait for its holder's value in the shared tiers.
+    async fn lock_or_wait<T>(
+        &self,
+        lock: &Arc<dyn DistributedLock>,
+        lo: &LockOptions,
+        key: &Key,
+        scope: &OpScope<'_>,
+        local: usize,
+        accept_negative: bool,
+    ) -> LockWait<T>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let n = self.inner.tiers.len();
+        let deadline = Instant::now() + lo.wait;
+        loop {
+            let held = match lock.try_lock(key, lo.ttl).await {
+                Ok(held) => held,
+                // The lock's store is down: compute without it rather than block.
+                Err(_) => return LockWait::Proceed,
+            };
+            // Holder or not, the value may have landed since the last read.
+            let now = self.inner.clock.now();
+            let read = self.read_typed::<T>(key, now, scope, local..n).await;
+            if let Some(f) = read.fresh
+                && (accept_negative || matches!(f.value, Value::Some(_)))
+            {
+                if let Some(t) = held {
+                    let _ = lock.unlock(key, t).await;
+                }
+                return LockWait::Found(f);
+            }
+            if let Some(t) = held {
+                return LockWait::Held(t);
+            }
+            if Instant::now() >= deadline {
+                return LockWait::Proceed;
+            }
+            tokio::time::sleep(lo.poll).await;
+        }
+    }
+
     /// Wait for a flight. With a soft timeout, a caller that has (or is offered) a stale copy
     /// stops waiting when it passes: the result is then a soft-timeout error, which the caller
     /// answers with the stale copy. `None` = the flight was abandoned.
@@ -1066,8 +1145,14 @@ impl Cache {
 
     /// Run a load in its own task: loader (panic-safe, hard timeout), write the result unless
     /// superseded, then publish it to the waiters.
-    fn spawn_load<T, F, Fut, E>(&self, h: LeaderHandle, key: Key, opts: WriteOptions, loader: F)
-    where
+    fn spawn_load<T, F, Fut, E>(
+        &self,
+        h: LeaderHandle,
+        key: Key,
+        opts: WriteOptions,
+        token: Option<LockToken>,
+        loader: F,
+    ) where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
@@ -1102,6 +1187,9 @@ impl Cache {
             {
                 // A fill after a miss publishes nothing; its failure only costs a future miss.
                 let _ = cache.store(&key, v.clone(), &opts).await;
+            }
+            if let (Some(t), Some((lock, _))) = (token, &cache.inner.lock) {
+                let _ = lock.unlock(&key, t).await;
             }
             h.complete(result.map(|v| Loaded {
                 value: v.map(|a| a as Arc<dyn Any + Send + Sync>),

@@ -38,6 +38,7 @@ mod coherence;
 mod doctests;
 mod flight;
 mod key_input;
+mod lock;
 mod lookup;
 #[cfg(feature = "otel")]
 pub mod otel;
@@ -51,6 +52,7 @@ pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::CacheBuilder;
 pub use cache::{Cache, Warm, WriteOptions};
 pub use key_input::{IntoKey, Request};
+pub use lock::LockOptions;
 pub use lookup::{Lookup, Source};
 pub use stats::{Latency, Op, Stats, TierStats};
 pub use tier::{Scope, TierOptions, WriteMode};
@@ -59,10 +61,10 @@ pub use tiered_backend::TieredBackend;
 pub use layercake_core as core;
 pub use layercake_core::backplane::{Backplane, BackplaneEvent, InstanceId};
 pub use layercake_core::{
-    Backend, Capability, Clock, Codec, Compression, Decision, Entry, Error, ErrorKind, FixedTtl,
-    Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt, ManualClock, Namespace, NamespaceTable,
-    PlainKeys, Policy, PolicyContext, PolicyExt, Promotion, RefreshAhead, Result, Selector,
-    SharedClock, SystemClock, TierSet, Timestamp, system_clock,
+    Backend, Capability, Clock, Codec, Compression, Decision, DistributedLock, Entry, Error,
+    ErrorKind, FixedTtl, Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt, ManualClock,
+    Namespace, NamespaceTable, PlainKeys, Policy, PolicyContext, PolicyExt, Promotion,
+    RefreshAhead, Result, Selector, SharedClock, SystemClock, TierSet, Timestamp, system_clock,
 };
 
 #[cfg(feature = "memory")]
