@@ -209,6 +209,7 @@ impl Backend for FileBackend {
         c.prefix_invalidation = true;
         c.tag_invalidation = true;
         c.clear = true;
+        c.list_keys = true;
         c.clock_driven_expiry = true;
         c.stores_bytes = true;
         c.shared = true;
@@ -320,6 +321,23 @@ impl Backend for FileBackend {
             }
             let hashes = store.index.lock().select(&selector);
             hashes.iter().try_for_each(|h| store.delete(h))
+        })
+        .await
+    }
+
+    /// Through the index (after a rescan when `rescan_on_invalidate` is on, so other
+    /// processes' entries are listed too).
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        let store = self.store.clone();
+        let rescan = self.rescan_on_invalidate;
+        let prefix = prefix.to_owned();
+        let now = self.store.clock.now();
+        blocking(move || {
+            if rescan {
+                store.scan(TempPolicy::Keep)?;
+            }
+            let keys = store.index.lock().keys_with_prefix(&prefix, now, limit);
+            Ok(keys.iter().filter_map(|k| Key::new(&**k).ok()).collect())
         })
         .await
     }

@@ -193,6 +193,25 @@ impl Index {
         out
     }
 
+    /// Up to `limit` keys starting with `prefix` that are retained at `now`.
+    pub(crate) fn keys_with_prefix(
+        &self,
+        prefix: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Vec<Arc<str>> {
+        self.by_key
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, h)| self.entries.get(*h).is_some_and(|m| m.retain_until > now))
+            .map(|(k, _)| k.clone())
+            .take(limit)
+            .collect()
+    }
+
     /// Entries the selector matches.
     pub(crate) fn select(&self, selector: &Selector) -> Vec<Hash> {
         match selector {

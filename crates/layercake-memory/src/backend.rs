@@ -227,6 +227,7 @@ impl Backend for MemoryBackend {
         c.prefix_invalidation = true;
         c.tag_invalidation = true;
         c.clear = true;
+        c.list_keys = true;
         c.clock_driven_expiry = true;
         c.stores_bytes = false;
         c.shared = false;
@@ -303,6 +304,18 @@ impl Backend for MemoryBackend {
     async fn clear(&self) -> Result<()> {
         self.cache.clear();
         Ok(())
+    }
+
+    /// A scan of every entry (one shard lock at a time).
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        let now = self.clock.now();
+        Ok(self
+            .cache
+            .iter()
+            .filter(|(k, e)| k.starts_with(prefix) && e.is_retained(now))
+            .map(|(k, _)| k)
+            .take(limit)
+            .collect())
     }
 }
 

@@ -402,6 +402,7 @@ impl Backend for PostgresBackend {
         c.prefix_invalidation = true;
         c.tag_invalidation = true;
         c.clear = true;
+        c.list_keys = true;
         c.clock_driven_expiry = true;
         c.stores_bytes = true;
         c.shared = true;
@@ -593,6 +594,36 @@ impl Backend for PostgresBackend {
             ))
             .with_backend(BACKEND)),
         }
+    }
+
+    /// A `bytea` range scan over the primary key, like prefix invalidation.
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        let lo = prefix.as_bytes();
+        let now = self.shared.now();
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows: Vec<Vec<u8>> = match successor(lo) {
+            Some(hi) => {
+                let sql = &self.shared.sql.keys_range;
+                run!(&self.shared, "keys_with_prefix", |c| async {
+                    let st = c.prepare_cached(sql).await?;
+                    let rows = c.query(&st, &[&lo, &hi, &now, &limit]).await?;
+                    rows.iter().map(|r| r.try_get::<_, Vec<u8>>(0)).collect()
+                })?
+            }
+            None => {
+                let sql = &self.shared.sql.keys_from;
+                run!(&self.shared, "keys_with_prefix", |c| async {
+                    let st = c.prepare_cached(sql).await?;
+                    let rows = c.query(&st, &[&lo, &now, &limit]).await?;
+                    rows.iter().map(|r| r.try_get::<_, Vec<u8>>(0)).collect()
+                })?
+            }
+        };
+        // Rows whose key is not a valid key (written by something else) are skipped.
+        Ok(rows
+            .into_iter()
+            .filter_map(|k| String::from_utf8(k).ok().and_then(|s| Key::new(s).ok()))
+            .collect())
     }
 
     async fn clear(&self) -> Result<()> {

@@ -20,6 +20,8 @@ pub(crate) struct Sql {
     pub(crate) delete_range: String,
     pub(crate) delete_from: String,
     pub(crate) delete_tag: String,
+    pub(crate) keys_range: String,
+    pub(crate) keys_from: String,
     pub(crate) clear: String,
     pub(crate) reap: String,
 }
@@ -51,6 +53,10 @@ impl Sql {
             delete_range: format!("DELETE FROM {t} WHERE key >= $1 AND key < $2"),
             delete_from: format!("DELETE FROM {t} WHERE key >= $1"),
             delete_tag: format!("DELETE FROM {t} WHERE tags @> ARRAY[$1::text]"),
+            keys_range: format!(
+                "SELECT key FROM {t} WHERE key >= $1 AND key < $2 AND expires_at > $3 LIMIT $4"
+            ),
+            keys_from: format!("SELECT key FROM {t} WHERE key >= $1 AND expires_at > $2 LIMIT $3"),
             clear: format!("DELETE FROM {t}"),
             // ctid = ANY(ARRAY(…)) plans as a TID scan; SKIP LOCKED lets the reapers of
             // several instances share the work instead of queueing on the same rows.

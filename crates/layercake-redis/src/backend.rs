@@ -11,7 +11,7 @@ use layercake_core::{
 use redis::{Cmd, Value};
 
 use crate::config::RedisConfig;
-use crate::conn::Redis;
+use crate::conn::{Node, Redis};
 use crate::error::BACKEND;
 use crate::keys::{Layout, tag_section_bound, tags_from_head};
 
@@ -165,26 +165,10 @@ impl RedisBackend {
             return Ok(());
         }
         let pattern = self.inner.layout.scan_pattern(user_prefix);
-        let redis = &self.inner.redis;
-        if redis.is_cluster() {
-            for node in redis.primaries().await? {
-                let mut cursor: u64 = 0;
-                loop {
-                    let (next, keys): (u64, Vec<String>) = redis
-                        .cmd_on("SCAN", &node, &self.scan_cmd(cursor, &pattern))
-                        .await?;
-                    self.unlink(&keys).await?;
-                    cursor = next;
-                    if cursor == 0 {
-                        break;
-                    }
-                }
-            }
-        } else {
+        for node in self.scan_nodes().await? {
             let mut cursor: u64 = 0;
             loop {
-                let (next, keys): (u64, Vec<String>) =
-                    redis.cmd("SCAN", &self.scan_cmd(cursor, &pattern)).await?;
+                let (next, keys) = self.scan_step(node.as_ref(), cursor, &pattern).await?;
                 self.unlink(&keys).await?;
                 cursor = next;
                 if cursor == 0 {
@@ -193,6 +177,60 @@ impl RedisBackend {
             }
         }
         Ok(())
+    }
+
+    /// The nodes a `SCAN` must visit: every primary of a cluster, or the one server (`None`).
+    async fn scan_nodes(&self) -> Result<Vec<Option<Node>>> {
+        let redis = &self.inner.redis;
+        if redis.is_cluster() {
+            Ok(redis.primaries().await?.into_iter().map(Some).collect())
+        } else {
+            Ok(vec![None])
+        }
+    }
+
+    /// One `SCAN` step on a node (or the one server).
+    async fn scan_step(
+        &self,
+        node: Option<&Node>,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<String>)> {
+        let cmd = self.scan_cmd(cursor, pattern);
+        match node {
+            Some(n) => self.inner.redis.cmd_on("SCAN", n, &cmd).await,
+            None => self.inner.redis.cmd("SCAN", &cmd).await,
+        }
+    }
+
+    /// Up to `limit` entry keys starting with `user_prefix` (tag indexes and locks, whose
+    /// names hold a control character, are not keys and are skipped).
+    async fn list_keys(&self, user_prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        let mut out = Vec::new();
+        if user_prefix.chars().any(char::is_control) || limit == 0 {
+            return Ok(out);
+        }
+        let pattern = self.inner.layout.scan_pattern(user_prefix);
+        let prefix_len = self.inner.layout.prefix().len();
+        for node in self.scan_nodes().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys) = self.scan_step(node.as_ref(), cursor, &pattern).await?;
+                for k in keys {
+                    if let Some(key) = k.get(prefix_len..).and_then(|t| Key::new(t).ok()) {
+                        out.push(key);
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn scan_cmd(&self, cursor: u64, pattern: &str) -> Cmd {
@@ -273,6 +311,7 @@ impl Backend for RedisBackend {
         c.prefix_invalidation = true;
         c.tag_invalidation = true;
         c.clear = true;
+        c.list_keys = true;
         c.clock_driven_expiry = false;
         c.stores_bytes = true;
         c.shared = true;
@@ -380,6 +419,10 @@ impl Backend for RedisBackend {
             ))
             .with_backend(BACKEND)),
         }
+    }
+
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        self.list_keys(prefix, limit).await
     }
 
     async fn clear(&self) -> Result<()> {

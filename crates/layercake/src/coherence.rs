@@ -85,14 +85,22 @@ pub(crate) fn spawn_listener(inner: Arc<Inner>, backplane: Arc<dyn Backplane>) -
                         }
                     }
                     // Counted once the local copies are gone, so a reader can wait on it.
-                    inner.telemetry.stats.backplane_applied.fetch_add(1, Ordering::Release);
+                    inner
+                        .telemetry
+                        .stats
+                        .backplane_applied
+                        .fetch_add(1, Ordering::Release);
                 }
                 Ok(BackplaneEvent::Reconnected) | Err(RecvError::Lagged(_)) => {
                     // Messages may have been lost: nothing local can be trusted.
                     inner.telemetry.backplane_reconnect();
                     inner.flights.supersede(None);
                     drop_local(&inner, None).await;
-                    inner.telemetry.stats.backplane_resets.fetch_add(1, Ordering::Release);
+                    inner
+                        .telemetry
+                        .stats
+                        .backplane_resets
+                        .fetch_add(1, Ordering::Release);
                 }
                 Ok(_) => {}
                 Err(RecvError::Closed) => return,

@@ -31,6 +31,7 @@ struct ChoosePolicies;
 #[doc = include_str!("../../../docs/guides/llm-and-embeddings.md")]
 struct LlmAndEmbeddings;
 
+#[cfg(feature = "redis")]
 #[doc = include_str!("../../../docs/guides/idempotency.md")]
 struct Idempotency;
 
@@ -50,3 +51,21 @@ struct Decision0001AsyncTrait;
 
 #[doc = include_str!("../../../docs/decisions/0005-envelope-format.md")]
 struct Decision0005EnvelopeFormat;
+
+// Documents owned by other parts of the project, doc-tested the same way.
+
+#[cfg(feature = "otel")]
+#[doc = include_str!("../../../docs/observability.md")]
+struct Observability;
+
+#[doc = include_str!("../../../docs/decisions/0002-redis-connection-mode.md")]
+struct Decision0002RedisConnectionMode;
+
+#[doc = include_str!("../../../docs/decisions/0003-file-tier-io.md")]
+struct Decision0003FileTierIo;
+
+#[doc = include_str!("../../../docs/decisions/0004-postgres-table.md")]
+struct Decision0004PostgresTable;
+
+#[doc = include_str!("../../../docs/decisions/0006-metric-names.md")]
+struct Decision0006MetricNames;

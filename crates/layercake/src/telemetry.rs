@@ -147,7 +147,7 @@ impl Telemetry {
     pub(crate) fn start(&self, op: Op) -> OpScope<'_> {
         #[cfg(feature = "otel")]
         {
-            let otel = self.otel.as_ref().map(crate::otel::Otel::scope);
+            let otel = self.otel.as_ref().map(|o| o.scope(op));
             let timed = match &self.otel {
                 Some(o) if o.time_every_operation() => true,
                 _ => sample(),

@@ -578,6 +578,17 @@ async fn warm_fills_upper_tiers_from_lower_ones() {
     }
     let l = cache.get::<u32>("w2").await.unwrap().unwrap();
     assert_eq!((*l.value, l.source), (2, Source::Hit { tier: 0 }));
+    // By prefix: the lowest tier lists the keys.
+    cache.set("other", 3u32).await.unwrap();
+    for k in ["w1", "w2", "other"] {
+        let key = cache.key(k).unwrap();
+        tiers[0].delete(&key).await.unwrap();
+        tiers[1].delete(&key).await.unwrap();
+    }
+    let n = cache.warm(Warm::Prefix { prefix: "w", limit: 10 }).await.unwrap();
+    assert_eq!(n, 2);
+    assert!(tiers[0].get(&cache.key("w1").unwrap()).await.unwrap().is_some());
+    assert!(tiers[0].get(&cache.key("other").unwrap()).await.unwrap().is_none());
 }
 
 #[tokio::test]

@@ -54,6 +54,8 @@ const B_CONCURRENT: &str =
     "concurrent writers never produce a torn entry: a read returns one of the written entries";
 const B_CORRUPT: &str = "stored bytes that are not a valid envelope for the key are a miss, are \
                          removed, and are counted in corrupt_reads";
+const B_LIST: &str = "keys_with_prefix lists live keys starting with the literal prefix, at most \
+                      limit of them";
 const B_HEALTH: &str = "health is Ok when the backend can serve requests";
 const B_CONFIG: &str = "the suite is configured as the backend's capability requires";
 
@@ -114,6 +116,13 @@ pub(super) const CASES: &[Case] = &[
             Ok(())
         } else {
             Err("capability().stores_bytes is false")
+        }
+    }),
+    case!(list_keys_by_prefix, B_LIST, |c| {
+        if c.list_keys {
+            Ok(())
+        } else {
+            Err("capability().list_keys is false")
         }
     }),
     case!(health, B_HEALTH, always),
@@ -900,6 +909,54 @@ async fn clear(cx: Cx) -> CaseOutcome {
     cx.set(&written[0], &e).await?;
     cx.expect(&written[0], Some(&e), "a write after clear")
         .await
+}
+
+async fn list_keys_by_prefix(cx: Cx) -> CaseOutcome {
+    let inside = ["l/a*", "l/a?b", "l/[x]", "l/%_", "l/plain"];
+    let outside = ["lx", "m/a", "l"];
+    for s in inside.iter().chain(&outside) {
+        let k = cx.key(s)?;
+        cx.set(&k, &cx.entry(s.as_bytes().to_vec())).await?;
+    }
+    let prefix = cx.text("l/");
+    let mut got: Vec<String> = cx
+        .backend
+        .keys_with_prefix(&prefix, 100)
+        .await
+        .map_err(|e| format!("keys_with_prefix returned an error: {e}"))?
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = inside.iter().map(|s| cx.text(s)).collect();
+    want.sort();
+    if got != want {
+        return Err(format!(
+            "keys_with_prefix({prefix:?}) listed {got:?}, expected {want:?}"
+        ));
+    }
+    let some = cx
+        .backend
+        .keys_with_prefix(&prefix, 2)
+        .await
+        .map_err(|e| format!("keys_with_prefix with limit 2 returned an error: {e}"))?;
+    if some.len() != 2 || !some.iter().all(|k| k.as_str().starts_with(&prefix)) {
+        return Err(format!("limit 2 listed {some:?}"));
+    }
+    let deleted = cx.key("l/plain")?;
+    cx.backend
+        .delete(&deleted)
+        .await
+        .map_err(|e| format!("delete: {e}"))?;
+    let after = cx
+        .backend
+        .keys_with_prefix(&prefix, 100)
+        .await
+        .map_err(|e| format!("keys_with_prefix returned an error: {e}"))?;
+    if after.contains(&deleted) || after.len() != inside.len() - 1 {
+        return Err(format!("after deleting {deleted:?}, listed {after:?}"));
+    }
+    Ok(())
 }
 
 async fn hostile_keys(cx: Cx) -> CaseOutcome {
