@@ -16,7 +16,9 @@ async fn memory_plus_file_stack_passes_the_conformance_suite() {
         MemoryBackend::new(MemoryConfig::new(256 << 20).with_clock(Arc::new(clock.clone())))
             .unwrap();
     let file = FileBackend::open(
-        FileConfig::new(dir.path()).max_bytes(1 << 30).clock(Arc::new(clock.clone())),
+        FileConfig::new(dir.path())
+            .max_bytes(1 << 30)
+            .clock(Arc::new(clock.clone())),
     )
     .await
     .unwrap();
@@ -26,5 +28,8 @@ async fn memory_plus_file_stack_passes_the_conformance_suite() {
         .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
-    Conformance::new(Arc::new(cache.as_backend())).with_manual_clock(clock).run().await;
+    Conformance::new(Arc::new(cache.as_backend()))
+        .with_manual_clock(clock)
+        .run()
+        .await;
 }
