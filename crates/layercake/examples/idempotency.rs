@@ -11,9 +11,10 @@
 //! body is refused. Records live in the `idempotency` namespace (1 hour) on memory + file.
 //!
 //! Within one process, single flight is the reservation. Several instances sharing Redis or
-//! PostgreSQL see completed records through those tiers; a duplicate that reaches another
-//! instance *while* the first charge runs is not serialized by layercake today (see the
-//! "idempotency records" guide).
+//! PostgreSQL see completed records through those tiers; to also serialize a duplicate that
+//! reaches another instance *while* the first charge runs, give the cache a distributed lock
+//! (`CacheBuilder::distributed_lock` with a Redis backend) — see the "idempotency records"
+//! guide for what that lock does and does not guarantee.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -508,6 +508,9 @@ impl Cache {
         decoded: Option<&Arc<dyn Any + Send + Sync>>,
     ) -> Entry {
         let mut e = entry.clone();
+        if let Some(max) = tier.max_ttl {
+            cap_lifetime(&mut e, now.plus(max));
+        }
         if tier.scope != Scope::Shared
             && let Some(bp) = &self.inner.backplane
             && !bp.is_connected()

@@ -51,6 +51,7 @@ pub struct TierOptions {
     pub(crate) breaker: Option<Option<BreakerConfig>>,
     pub(crate) write_mode: WriteMode,
     pub(crate) scope: Option<Scope>,
+    pub(crate) max_ttl: Option<Duration>,
 }
 
 impl Default for TierOptions {
@@ -62,6 +63,7 @@ impl Default for TierOptions {
             breaker: None,
             write_mode: WriteMode::Through,
             scope: None,
+            max_ttl: None,
         }
     }
 }
@@ -96,6 +98,13 @@ impl TierOptions {
         self.write_mode = m;
         self
     }
+    /// Keep copies in this tier for at most `ttl` (fresh and stale time together), whatever
+    /// the policy says — e.g. L1 for a minute while Redis keeps the value for an hour. Applies
+    /// to writes and promotions; never extends a lifetime.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.max_ttl = Some(ttl);
+        self
+    }
     /// Scope (default: `Process` for memory, `Host` for file, `Shared` otherwise).
     pub fn scope(mut self, s: Scope) -> Self {
         self.scope = Some(s);
@@ -115,6 +124,7 @@ pub(crate) struct Tier {
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) breaker: Option<Breaker>,
     pub(crate) scope: Scope,
+    pub(crate) max_ttl: Option<Duration>,
     pub(crate) write_behind: Option<WriteBehind>,
 }
 
@@ -166,6 +176,7 @@ impl Tier {
             write_timeout: opts.write_timeout.unwrap_or(default_write),
             breaker: opts.breaker.unwrap_or(default_breaker).map(Breaker::new),
             scope,
+            max_ttl: opts.max_ttl,
             write_behind: None,
         }
     }

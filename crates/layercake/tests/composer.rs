@@ -585,10 +585,28 @@ async fn warm_fills_upper_tiers_from_lower_ones() {
         tiers[0].delete(&key).await.unwrap();
         tiers[1].delete(&key).await.unwrap();
     }
-    let n = cache.warm(Warm::Prefix { prefix: "w", limit: 10 }).await.unwrap();
+    let n = cache
+        .warm(Warm::Prefix {
+            prefix: "w",
+            limit: 10,
+        })
+        .await
+        .unwrap();
     assert_eq!(n, 2);
-    assert!(tiers[0].get(&cache.key("w1").unwrap()).await.unwrap().is_some());
-    assert!(tiers[0].get(&cache.key("other").unwrap()).await.unwrap().is_none());
+    assert!(
+        tiers[0]
+            .get(&cache.key("w1").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        tiers[0]
+            .get(&cache.key("other").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -692,4 +710,41 @@ async fn a_leader_cancelled_during_its_read_hands_the_flight_over() {
         "the follower led again"
     );
     assert_eq!(cache.loads_in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_tier_max_ttl_caps_its_copies() {
+    let clock = ManualClock::new();
+    let l1 = mem(&clock);
+    let l2 = mem(&clock);
+    let cache = Cache::builder("cap")
+        .shared_tier_with(
+            l1.clone(),
+            TierOptions::new().max_ttl(Duration::from_secs(10)),
+        )
+        .shared_tier(l2.clone())
+        .clock(Arc::new(clock.clone()))
+        .policy(FixedTtl::new(Duration::from_secs(100)).stale_for(Duration::from_secs(50)))
+        .build()
+        .unwrap();
+    cache.set("k", 1u32).await.unwrap();
+    let key = cache.key("k").unwrap();
+    let now = layercake::Clock::now(&clock);
+    let in_l1 = l1.get(&key).await.unwrap().unwrap();
+    let in_l2 = l2.get(&key).await.unwrap().unwrap();
+    assert_eq!(in_l1.retain_until(), now.plus(Duration::from_secs(10)));
+    assert_eq!(in_l2.expires_at, now.plus(Duration::from_secs(100)));
+    clock.advance(Duration::from_secs(11));
+    let l = cache.get::<u32>("k").await.unwrap().unwrap();
+    assert_eq!(
+        l.source,
+        Source::Hit { tier: 1 },
+        "L1 let it go after 10 s, L2 still has it"
+    );
+    let again = l1.get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        again.retain_until(),
+        now.plus(Duration::from_secs(21)),
+        "promoted, capped again"
+    );
 }
