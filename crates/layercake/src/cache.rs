@@ -209,6 +209,13 @@ struct Found<V> {
     value: V,
 }
 
+/// What [`Cache::remove_everywhere`] removes.
+#[derive(Clone)]
+enum Removal {
+    Key(Key),
+    Select(Selector),
+}
+
 /// What waiting for the cross-instance lock ended with.
 enum LockWait<T> {
     /// This instance holds the lock: compute.
@@ -239,6 +246,15 @@ where
     codec
         .decode::<T>(&entry.value, entry.format, entry.compression)
         .map(|v| Value::Some(Arc::new(v)))
+}
+
+/// The outcome of an operation that returns no read result.
+fn ok_or_error<T>(r: &Result<T>) -> Outcome {
+    if r.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Error
+    }
 }
 
 /// Shorten an entry's lifetime (fresh and stale) to end by `cap`; never extends it.
@@ -672,14 +688,7 @@ impl Cache {
             Ok(())
         }
         .await;
-        tel.finish(
-            scope,
-            if r.is_ok() {
-                Outcome::Ok
-            } else {
-                Outcome::Error
-            },
-        );
+        tel.finish(scope, ok_or_error(&r));
         r
     }
 
@@ -727,6 +736,30 @@ impl Cache {
         Ok(version)
     }
 
+    /// Remove a key or a selection from every tier, in parallel, through write-behind queues
+    /// where a tier has one (keeping order with queued writes); the first error, after every
+    /// tier was tried.
+    async fn remove_everywhere(&self, what: &Removal) -> Result<()> {
+        let tel = &self.inner.telemetry;
+        let results = join_all(self.inner.tiers.iter().map(|t| async move {
+            if let Some(wb) = &t.write_behind {
+                let job = |ack| match what.clone() {
+                    Removal::Key(k) => crate::write_behind::Job::Delete(k, ack),
+                    Removal::Select(s) => crate::write_behind::Job::Invalidate(s, ack),
+                };
+                if let Some(r) = wb.send_and_wait(job).await {
+                    return r;
+                }
+            }
+            match what {
+                Removal::Key(k) => t.call(tel, true, t.backend.delete(k)).await,
+                Removal::Select(s) => t.call(tel, true, t.backend.invalidate(s)).await,
+            }
+        }))
+        .await;
+        results.into_iter().collect()
+    }
+
     /// Remove a key from every tier; an error if any tier could not be reached.
     pub async fn delete(&self, key: impl IntoKey) -> Result<()> {
         let tel = &self.inner.telemetry;
@@ -734,34 +767,12 @@ impl Cache {
         let r = async {
             let key = key.into_key(&*self.keys)?;
             self.inner.flights.supersede_key(&key);
-            let results = join_all(self.inner.tiers.iter().map(|t| {
-                let key = key.clone();
-                async move {
-                    if let Some(wb) = &t.write_behind {
-                        let k = key.clone();
-                        if let Some(r) = wb
-                            .send_and_wait(move |ack| crate::write_behind::Job::Delete(k, ack))
-                            .await
-                        {
-                            return r;
-                        }
-                    }
-                    t.call(tel, true, t.backend.delete(&key)).await
-                }
-            }))
-            .await;
+            let removed = self.remove_everywhere(&Removal::Key(key.clone())).await;
             self.publish(Target::Key(key.as_str().to_owned()), 0).await;
-            results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+            removed
         }
         .await;
-        tel.finish(
-            scope,
-            if r.is_ok() {
-                Outcome::Ok
-            } else {
-                Outcome::Error
-            },
-        );
+        tel.finish(scope, ok_or_error(&r));
         r
     }
 
@@ -783,37 +794,17 @@ impl Cache {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::Invalidate);
         self.inner.flights.supersede(Some(&selector));
-        let results = join_all(self.inner.tiers.iter().map(|t| {
-            let s = selector.clone();
-            async move {
-                if let Some(wb) = &t.write_behind {
-                    let s2 = s.clone();
-                    if let Some(r) = wb
-                        .send_and_wait(move |ack| crate::write_behind::Job::Invalidate(s2, ack))
-                        .await
-                    {
-                        return r;
-                    }
-                }
-                t.call(tel, true, t.backend.invalidate(&s)).await
-            }
-        }))
-        .await;
+        let removed = self
+            .remove_everywhere(&Removal::Select(selector.clone()))
+            .await;
         let target = match &selector {
             Selector::Prefix(p) => Target::Prefix(p.clone()),
             Selector::Tag(t) => Target::Tag(t.clone()),
             _ => Target::All,
         };
         self.publish(target, 0).await;
-        let r = results.into_iter().collect::<Result<Vec<()>>>().map(|_| ());
-        tel.finish(
-            scope,
-            if r.is_ok() {
-                Outcome::Ok
-            } else {
-                Outcome::Error
-            },
-        );
+        let r = removed;
+        tel.finish(scope, ok_or_error(&r));
         r
     }
 
@@ -1216,14 +1207,7 @@ impl Cache {
             .get_many_inner::<T, S>(inputs, &scope)
             .await
             .map(|(v, _)| v);
-        tel.finish(
-            scope,
-            if r.is_ok() {
-                Outcome::Ok
-            } else {
-                Outcome::Error
-            },
-        );
+        tel.finish(scope, ok_or_error(&r));
         r
     }
 
@@ -1382,14 +1366,7 @@ impl Cache {
             Ok(out)
         }
         .await;
-        tel.finish(
-            scope,
-            if r.is_ok() {
-                Outcome::Ok
-            } else {
-                Outcome::Error
-            },
-        );
+        tel.finish(scope, ok_or_error(&r));
         r
     }
 
@@ -1444,14 +1421,7 @@ impl Cache {
             Ok(n)
         }
         .await;
-        tel.finish(
-            scope,
-            if r.is_ok() {
-                Outcome::Ok
-            } else {
-                Outcome::Error
-            },
-        );
+        tel.finish(scope, ok_or_error(&r));
         r
     }
 
