@@ -5,6 +5,7 @@
 
 pub mod conformance;
 pub mod faulty;
+pub mod local_backplane;
 pub mod proxy;
 pub mod recording;
 pub mod server;
