@@ -82,7 +82,12 @@ impl Tiers {
 
     /// The tiers in order, L1 first.
     pub fn all(&self) -> [Arc<dyn Backend>; 4] {
-        [self.memory.clone(), self.redis.clone(), self.postgres.clone(), self.file.clone()]
+        [
+            self.memory.clone(),
+            self.redis.clone(),
+            self.postgres.clone(),
+            self.file.clone(),
+        ]
     }
 
     /// A cache builder over the four tiers.
@@ -111,5 +116,9 @@ pub async fn drop_schema(database_url: &str, schema: &str) -> Result<(), String>
         .output()
         .await
         .map_err(|e| e.to_string())?;
-    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into()) }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into())
+    }
 }

@@ -20,19 +20,36 @@ async fn l4_value_is_promoted_with_its_remaining_ttl_and_expires_everywhere() {
         .policy(FixedTtl::new(ttl).only_tiers(TierSet::only(&[3])))
         .build()
         .unwrap();
-    writer.set("doc", "from the file tier".to_string()).await.unwrap();
+    writer
+        .set("doc", "from the file tier".to_string())
+        .await
+        .unwrap();
     let key = writer.key("doc").unwrap();
     let on_disk = tiers.file.get(&key).await.unwrap().expect("written to L4");
     for t in &tiers.all()[..3] {
         assert!(t.get(&key).await.unwrap().is_none(), "only L4 holds it");
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let reader = tiers.builder("e2e-reader").policy(FixedTtl::new(ttl)).build().unwrap();
+    let reader = tiers
+        .builder("e2e-reader")
+        .policy(FixedTtl::new(ttl))
+        .build()
+        .unwrap();
     let got = reader.get::<String>("doc").await.unwrap().unwrap();
-    assert_eq!((got.value.as_str(), got.source), ("from the file tier", Source::Hit { tier: 3 }));
+    assert_eq!(
+        (got.value.as_str(), got.source),
+        ("from the file tier", Source::Hit { tier: 3 })
+    );
     for (i, t) in tiers.all()[..3].iter().enumerate() {
-        let e = t.get(&key).await.unwrap().unwrap_or_else(|| panic!("promoted to tier {i}"));
-        assert_eq!(e.expires_at, on_disk.expires_at, "tier {i}: remaining lifetime, not extended");
+        let e = t
+            .get(&key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("promoted to tier {i}"));
+        assert_eq!(
+            e.expires_at, on_disk.expires_at,
+            "tier {i}: remaining lifetime, not extended"
+        );
         assert_eq!(e.version, on_disk.version);
     }
     let again = reader.get::<String>("doc").await.unwrap().unwrap();
@@ -42,7 +59,10 @@ async fn l4_value_is_promoted_with_its_remaining_ttl_and_expires_everywhere() {
     tokio::time::sleep(left + Duration::from_millis(150)).await;
     assert!(reader.get::<String>("doc").await.unwrap().is_none());
     for (i, t) in tiers.all().iter().enumerate() {
-        assert!(t.get(&key).await.unwrap().is_none(), "tier {i} returned an expired entry");
+        assert!(
+            t.get(&key).await.unwrap().is_none(),
+            "tier {i} returned an expired entry"
+        );
     }
     tiers.cleanup().await;
 }
@@ -105,8 +125,16 @@ async fn two_instances_with_a_backplane_never_read_old_values_from_l1() {
             .build()
             .unwrap()
     };
-    let a = instance(RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel)).await.unwrap());
-    let b = instance(RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel)).await.unwrap());
+    let a = instance(
+        RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel))
+            .await
+            .unwrap(),
+    );
+    let b = instance(
+        RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel))
+            .await
+            .unwrap(),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut delivery = Vec::new();
     for i in 0..200u32 {
@@ -118,12 +146,18 @@ async fn two_instances_with_a_backplane_never_read_old_values_from_l1() {
         b.set(key.as_str(), i).await.unwrap();
         // Wait (bounded) until A has applied B's message.
         while a.stats().backplane_applied == applied {
-            assert!(t.elapsed() < Duration::from_secs(5), "message for write {i} never applied");
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "message for write {i} never applied"
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         delivery.push(t.elapsed());
         let l = a.get::<u32>(key.as_str()).await.unwrap().unwrap();
-        assert_eq!(*l.value, i, "A read an old value after the write and its message");
+        assert_eq!(
+            *l.value, i,
+            "A read an old value after the write and its message"
+        );
     }
     delivery.sort();
     println!(
@@ -157,7 +191,10 @@ async fn redis_killed_the_stack_serves_from_the_other_tiers() {
                 tiers.memory.delete(&k).await.unwrap();
             }
             let r = cache
-                .get_or_compute(key.as_str(), move || async move { Ok::<_, std::io::Error>(i) })
+                .get_or_compute(
+                    key.as_str(),
+                    move || async move { Ok::<_, std::io::Error>(i) },
+                )
                 .await;
             match r {
                 Ok(l) => {
@@ -173,11 +210,20 @@ async fn redis_killed_the_stack_serves_from_the_other_tiers() {
         cache.set("written-while-down", round).await.unwrap();
     }
     let s = cache.stats();
-    println!("hits by tier with Redis down: {by_tier:?}; L2 errors {}, skipped {}", s.tiers[1].errors, s.tiers[1].skipped);
+    println!(
+        "hits by tier with Redis down: {by_tier:?}; L2 errors {}, skipped {}",
+        s.tiers[1].errors, s.tiers[1].skipped
+    );
     assert_eq!(errors, 0);
     assert_eq!(by_tier[1], 0, "nothing from the dead L2");
-    assert!(by_tier[2] >= 50, "L3 served the dropped L1 copies: {by_tier:?}");
-    assert!(s.tiers[1].errors <= 3, "the breaker opened after at most 3 failures: {s:?}");
+    assert!(
+        by_tier[2] >= 50,
+        "L3 served the dropped L1 copies: {by_tier:?}"
+    );
+    assert!(
+        s.tiers[1].errors <= 3,
+        "the breaker opened after at most 3 failures: {s:?}"
+    );
     assert_eq!(s.tiers[1].breaker, layercake::BreakerState::Open);
     tiers.cleanup().await;
 }
@@ -196,7 +242,10 @@ async fn a_distributed_lock_runs_the_loader_once_across_instances() {
         .await
         .unwrap(),
     );
-    let opts = LockOptions { wait: Duration::from_secs(3), ..LockOptions::default() };
+    let opts = LockOptions {
+        wait: Duration::from_secs(3),
+        ..LockOptions::default()
+    };
     let instances: Vec<Cache> = (0..3)
         .map(|_| {
             Cache::builder("e2e-lock")
@@ -230,11 +279,19 @@ async fn a_distributed_lock_runs_the_loader_once_across_instances() {
         assert_eq!(*l.value, 42);
         sources.push(l.source);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "one loader run for three instances: {sources:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one loader run for three instances: {sources:?}"
+    );
 
     // A holder that never releases: the others compute after `wait`.
     let key = instances[0].key("stuck").unwrap();
-    let _held = lock.try_lock(&key, Duration::from_secs(60)).await.unwrap().expect("free");
+    let _held = lock
+        .try_lock(&key, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("free");
     let t = Instant::now();
     let l = instances[1]
         .get_or_compute("stuck", || async { Ok::<_, std::io::Error>(7u32) })
@@ -243,6 +300,9 @@ async fn a_distributed_lock_runs_the_loader_once_across_instances() {
     let waited = t.elapsed();
     println!("waited {waited:?} for a stuck holder before computing");
     assert_eq!((*l.value, l.source), (7, Source::Computed));
-    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(6), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
     tiers.cleanup().await;
 }

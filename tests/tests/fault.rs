@@ -1,0 +1,27 @@
+//! The fault suite (issue 9): scenarios 1–11, each bounded in time and count, each printing
+//! its measured figures as `scenario N: name=value …` lines (run with `--no-capture` to see
+//! them; `docs/reliability.md` keeps the figures of the last run).
+//!
+//! Scenarios that kill, freeze or restart a server start their own throwaway `redis-server` or
+//! PostgreSQL on a free loopback port (never the shared 6379/5432); the others use the shared
+//! services isolated by a random key prefix, schema and directory. The nextest configuration
+//! runs this binary's tests one at a time (`serial-timing` group) so timing figures do not
+//! compete for the 2 cores.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+/// The scenarios (files under `tests/tests/fault/`); test names start with `fault::`.
+mod fault {
+    mod support;
+
+    mod s01_redis_killed;
+    mod s02_redis_frozen;
+    mod s03_postgres_outage;
+    mod s04_slow_tiers;
+    mod s05_exhaustion;
+    mod s06_corruption;
+    mod s07_oversized;
+    mod s08_hostile_keys;
+    mod s09_stampede;
+    mod s10_coherence;
+    mod s11_memory;
+}

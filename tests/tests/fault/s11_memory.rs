@@ -1,0 +1,93 @@
+//! Scenario 11: resident memory under a churn of unique keys.
+
+use std::sync::Arc;
+
+use layercake::{Backend, Cache, Codec, MemoryBackend};
+
+use super::support::rss_bytes;
+
+/// L1 bound: 16 MiB.
+const BOUND: u64 = 16 << 20;
+/// Resident growth allowed over the bound's worth of entries, as a multiple of the bound: the
+/// encoded payloads the weigher counts (1×), the decoded copies an L1 keeps beside them for
+/// zero-decode hits (≈1×, not weighed), and allocator slack.
+const MARGIN: f64 = 3.0;
+
+/// An L1-only cache bounded to 16 MiB (MessagePack codec, so the churn is not dominated by
+/// JSON escaping in debug builds); 2 tasks write unique keys with 4 KiB values until 50×
+/// the bound has been written (≈ 200 000 entries); RSS is sampled after every tenth:
+///
+/// - the tier's weighed bytes never exceed its capacity;
+/// - resident growth over the start stays within 3× the bound (the stated margin) and
+///   settles: the last samples differ by less than 10 % of the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_11_memory_settles_within_a_margin_of_the_l1_bound() {
+    let l1 = Arc::new(MemoryBackend::with_max_bytes(BOUND).unwrap());
+    let cache = Cache::builder("fault-s11")
+        .shared_tier(l1.clone() as Arc<dyn Backend>)
+        .codec(Codec::msgpack())
+        .build()
+        .unwrap();
+    let value = "v".repeat(4000);
+    let per_entry = value.len() as u64 + 2;
+    let total = BOUND * 50 / per_entry;
+    let baseline = rss_bytes();
+    let mut samples = Vec::new();
+    let mut max_weight = 0;
+    for round in 0..10u64 {
+        let per_task = total / 10 / 2;
+        let tasks: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (cache, value) = (cache.clone(), value.clone());
+                tokio::spawn(async move {
+                    for i in 0..per_task {
+                        let key = format!("churn-{round}-{t}-{i}");
+                        cache.set(key.as_str(), value.clone()).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        max_weight = max_weight.max(l1.weighted_bytes());
+        samples.push(rss_bytes().saturating_sub(baseline));
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let last = &samples[samples.len() - 3..];
+    let spread = last.iter().max().unwrap() - last.iter().min().unwrap();
+    let growth = *samples.last().unwrap();
+    println!(
+        "scenario 11: bound={:.0}MiB written={:.0}MiB ({}x) entries_now={} weighed={:.1}MiB \
+         (max {:.1}MiB, capacity {:.1}MiB) rss_growth_samples_mib={:?} final_growth={:.1}MiB \
+         ({:.2}x bound, margin {MARGIN}x) last_spread={:.1}MiB",
+        mib(BOUND),
+        mib(total * per_entry),
+        total * per_entry / BOUND,
+        l1.entries(),
+        mib(l1.weighted_bytes()),
+        mib(max_weight),
+        mib(l1.capacity_bytes()),
+        samples
+            .iter()
+            .map(|s| (mib(*s) * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        mib(growth),
+        growth as f64 / BOUND as f64,
+        mib(spread),
+    );
+    assert!(
+        max_weight <= l1.capacity_bytes(),
+        "weighed {max_weight} over the capacity"
+    );
+    assert!(
+        growth as f64 <= BOUND as f64 * MARGIN,
+        "RSS grew {:.1} MiB for a {:.0} MiB bound",
+        mib(growth),
+        mib(BOUND)
+    );
+    assert!(
+        (spread as f64) < BOUND as f64 * 0.10,
+        "RSS still moving: last samples {last:?}"
+    );
+}
