@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use crate::cache::{Cache, Inner};
 use crate::coherence::{DEFAULT_DISCONNECTED_L1_CAP, Versions, spawn_listener};
+use crate::epochs::Epochs;
 use crate::flight::Flights;
 use crate::lock::LockOptions;
 use crate::telemetry::Telemetry;
@@ -265,6 +266,8 @@ impl CacheBuilder {
             versions: Versions::new(self.clock.clone()),
             clock: self.clock,
             flights: Arc::new(Flights::default()),
+            epochs: Epochs::new(),
+            recent_fills: Default::default(),
             telemetry,
             backplane: self.backplane.clone(),
             disconnected_cap: self.disconnected_cap,

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
 use crate::coherence::Versions;
+use crate::epochs::{Epochs, RecentFills, Snapshot};
 use crate::flight::{AnyValue, Flights, LeaderHandle, Loaded, Role, Shared, Waiter};
 use crate::key_input::IntoKey;
 use crate::lock::LockOptions;
@@ -77,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) codec: Codec,
     pub(crate) clock: SharedClock,
     pub(crate) flights: Arc<Flights>,
+    pub(crate) epochs: Epochs,
+    pub(crate) recent_fills: RecentFills,
     pub(crate) telemetry: Telemetry,
     pub(crate) versions: Versions,
     pub(crate) backplane: Option<Arc<dyn Backplane>>,
@@ -209,6 +212,23 @@ struct Found<V> {
     value: V,
 }
 
+/// How a write relates to concurrent changes of its key.
+#[derive(Debug, Clone, Copy)]
+enum How {
+    /// An authoritative write (`set`): it is the newest value.
+    Set,
+    /// A fill (promotion, load result): written only if the key did not change since the
+    /// read that produced it began.
+    Fill(Snapshot),
+}
+
+/// What a promotion needs from the read that found the entry.
+#[derive(Debug, Clone, Copy)]
+struct Fill {
+    snap: Snapshot,
+    failed: TierSet,
+}
+
 /// What [`Cache::remove_everywhere`] removes.
 #[derive(Clone)]
 enum Removal {
@@ -226,9 +246,20 @@ enum LockWait<T> {
     Proceed,
 }
 
+/// An encoded entry and where it may go.
+struct Prepared {
+    entry: Entry,
+    tiers: TierSet,
+    decoded: Option<Arc<dyn Any + Send + Sync>>,
+}
+
 struct Read<V> {
     fresh: Option<Found<V>>,
     stale: Option<Found<V>>,
+    /// The epochs before the first tier read (for promotions and fills).
+    snap: Snapshot,
+    /// Tiers that failed during this read (promotions skip them).
+    failed: TierSet,
 }
 
 fn decode_typed<T>(codec: &Codec, entry: &Entry) -> Result<Value<T>>
@@ -369,31 +400,19 @@ impl Cache {
     where
         T: Send + Sync + 'static,
     {
-        #[cfg(feature = "memory")]
-        {
-            let tier = self.inner.tiers.first()?;
-            if tier.breaker.is_some() || tier.read_timeout.is_some() {
-                return None;
-            }
-            let mem = tier
-                .backend
-                .as_any()?
-                .downcast_ref::<layercake_memory::MemoryBackend>()?;
-            let entry = mem.get_sync_at(key, now)?;
-            if !entry.is_fresh(now) {
-                return None;
-            }
-            if entry.is_negative() {
-                return Some((entry, Value::Negative));
-            }
-            let value = entry.decoded()?.clone().downcast::<T>().ok()?;
-            Some((entry, Value::Some(value)))
+        let tier = self.inner.tiers.first()?;
+        if tier.breaker.is_some() || tier.read_timeout.is_some() {
+            return None;
         }
-        #[cfg(not(feature = "memory"))]
-        {
-            let _ = (key, now);
-            None
+        let entry = tier.memory()?.get_sync_at(key, now)?;
+        if !entry.is_fresh(now) {
+            return None;
         }
+        if entry.is_negative() {
+            return Some((entry, Value::Negative));
+        }
+        let value = entry.decoded()?.clone().downcast::<T>().ok()?;
+        Some((entry, Value::Some(value)))
     }
 
     /// Read through the tiers in `range`, decode, promote. Never fails: tier errors fall
@@ -419,8 +438,20 @@ impl Cache {
                 && f.entry.decoded().is_none_or(|d| !d.is::<T>());
             if f.tier > 0 || l1_lacks_value {
                 let upto = if f.tier == 0 { 1 } else { f.tier };
-                self.promote(key, &f.entry, upto, f.value.clone().into_any(), now, scope)
-                    .await;
+                let fill = Fill {
+                    snap: read.snap,
+                    failed: read.failed,
+                };
+                self.promote(
+                    key,
+                    &f.entry,
+                    upto,
+                    f.value.clone().into_any(),
+                    now,
+                    scope,
+                    fill,
+                )
+                .await;
             }
         }
         read
@@ -446,6 +477,8 @@ impl Cache {
     ) -> Read<V> {
         let inner = &*self.inner;
         let tel = &inner.telemetry;
+        let snap = inner.epochs.snapshot(key);
+        let mut failed = Vec::new();
         let mut stale = None;
         let range = range.start.min(inner.tiers.len())..range.end.min(inner.tiers.len());
         for tier in &inner.tiers[range] {
@@ -465,6 +498,7 @@ impl Cache {
                         },
                         i,
                     );
+                    failed.push(i);
                     continue;
                 }
             };
@@ -483,6 +517,8 @@ impl Cache {
                                 value,
                             }),
                             stale,
+                            snap,
+                            failed: TierSet::only(&failed),
                         };
                     }
                     tel.miss(scope, i);
@@ -503,7 +539,12 @@ impl Cache {
                 }
             }
         }
-        Read { fresh: None, stale }
+        Read {
+            fresh: None,
+            stale,
+            snap,
+            failed: TierSet::only(&failed),
+        }
     }
 
     fn decide(&self, key: &Key, value_len: usize, negative: bool) -> layercake_core::Decision {
@@ -539,7 +580,9 @@ impl Cache {
         }
     }
 
-    /// Fill tiers `0..upto` (those the policy allows) with a copy of `entry`.
+    /// Fill tiers `0..upto` (those the policy allows, and that did not just fail this read)
+    /// with a copy of `entry`, unless the key changed since the read began.
+    #[allow(clippy::too_many_arguments)]
     async fn promote(
         &self,
         key: &Key,
@@ -548,6 +591,7 @@ impl Cache {
         decoded: Option<Arc<dyn Any + Send + Sync>>,
         now: Timestamp,
         scope: &OpScope<'_>,
+        fill: Fill,
     ) {
         let d = self.decide(key, entry.value.len(), entry.is_negative());
         let Some(copy) = promotion_copy(entry, d.promotion, now) else {
@@ -556,11 +600,13 @@ impl Cache {
         let tel = &self.inner.telemetry;
         let jobs = self.inner.tiers[..upto.min(self.inner.tiers.len())]
             .iter()
-            .filter(|t| d.tiers.contains(t.position) && !t.is_open())
+            .filter(|t| {
+                d.tiers.contains(t.position) && !fill.failed.contains(t.position) && !t.is_open()
+            })
             .map(|t| {
                 let e = self.tier_copy(t, &copy, now, decoded.as_ref());
                 async move {
-                    if self.write_to(t, key, e).await.is_ok() {
+                    if let Ok(true) = self.write_to(t, key, e, How::Fill(fill.snap)).await {
                         tel.promoted(t.position);
                         scope.event("promotion", t.position);
                     }
@@ -569,20 +615,67 @@ impl Cache {
         join_all(jobs).await;
     }
 
-    /// Write one entry to one tier, through its write-behind queue if it has one.
-    async fn write_to(&self, tier: &Tier, key: &Key, entry: Entry) -> Result<()> {
+    /// Write one entry to one tier, through its write-behind queue if it has one; `Ok(false)`
+    /// when a fill was dropped because the key changed since its read began.
+    ///
+    /// An in-process memory tier is written synchronously under the key's epoch lock: a
+    /// [`How::Set`] bumps the epoch, a [`How::Fill`] writes only if the epoch did not move.
+    async fn write_to(&self, tier: &Tier, key: &Key, entry: Entry, how: How) -> Result<bool> {
+        let epochs = &self.inner.epochs;
+        if tier.scope == Scope::Process
+            && let Some(mem) = tier.memory()
+        {
+            let r = match how {
+                How::Set => epochs
+                    .change(key, || mem.set_sync(key, &entry))
+                    .map(|()| true),
+                How::Fill(snap) => epochs
+                    .fill_if_unchanged(key, snap, || mem.set_sync(key, &entry))
+                    .map_or(Ok(false), |r| r.map(|()| true)),
+            };
+            return r.map_err(|e| {
+                let e = e.with_tier(tier.name.clone());
+                self.inner.telemetry.error(tier.position, &e);
+                e
+            });
+        }
+        if let How::Fill(snap) = how {
+            if epochs.changed_since(key, snap) {
+                return Ok(false);
+            }
+        }
+        if let How::Fill(snap) = how
+            && tier.write_behind.is_none()
+        {
+            // A fill of a tier other instances read can land after a concurrent change of the
+            // key and overwrite it. If the key changed while the fill was written, delete the
+            // copy; if a change arrives later (a backplane message), the listener deletes it.
+            self.inner.recent_fills.record(key, 1 << tier.position);
+            let written = tier
+                .call(&self.inner.telemetry, true, tier.backend.set(key, &entry))
+                .await;
+            if written.is_ok() && epochs.changed_since(key, snap) {
+                let _ = tier
+                    .call(&self.inner.telemetry, true, tier.backend.delete(key))
+                    .await;
+                return Ok(false);
+            }
+            return written.map(|()| true);
+        }
         if let Some(wb) = &tier.write_behind {
             return match wb.try_set(key.clone(), entry) {
-                None => Ok(()),
+                None => Ok(true),
                 Some((k, e)) => {
                     self.inner.telemetry.write_behind_full(tier.position);
                     tier.call(&self.inner.telemetry, true, tier.backend.set(&k, &e))
                         .await
+                        .map(|()| true)
                 }
             };
         }
         tier.call(&self.inner.telemetry, true, tier.backend.set(key, &entry))
             .await
+            .map(|()| true)
     }
 
     /// Write an entry to the tiers of `tiers`; see the contract on [`Cache`].
@@ -592,6 +685,7 @@ impl Cache {
         entry: Entry,
         tiers: TierSet,
         decoded: Option<Arc<dyn Any + Send + Sync>>,
+        how: How,
     ) -> Result<()> {
         let now = self.inner.clock.now();
         let targets: Vec<&Tier> = self
@@ -620,15 +714,30 @@ impl Cache {
         }
         let results = join_all(targets.iter().map(|t| {
             let e = self.tier_copy(t, &entry, now, decoded.as_ref());
-            self.write_to(t, key, e)
+            self.write_to(t, key, e, how)
         }))
         .await;
+        if let How::Set = how {
+            // A read that began after the in-process write but read a slower tier before
+            // that tier was written may have promoted the old value: write it again, under a
+            // new epoch, now that every tier has the new value.
+            for t in &targets {
+                if t.scope == Scope::Process
+                    && let Some(mem) = t.memory()
+                {
+                    let e = self.tier_copy(t, &entry, now, decoded.as_ref());
+                    let _ = self.inner.epochs.change(key, || mem.set_sync(key, &e));
+                }
+            }
+        }
         let mut stored = Vec::new();
+        let mut dropped = false;
         let mut temporary = None;
         let mut permanent = None;
         for (t, r) in targets.iter().zip(results) {
             match r {
-                Ok(()) => stored.push(*t),
+                Ok(true) => stored.push(*t),
+                Ok(false) => dropped = true,
                 Err(e) if e.is_temporary() => temporary = temporary.or(Some(e)),
                 Err(e) => permanent = permanent.or(Some(e)),
             }
@@ -642,7 +751,7 @@ impl Cache {
             }
             return Err(e);
         }
-        match (stored.is_empty(), temporary) {
+        match (stored.is_empty() && !dropped, temporary) {
             (true, Some(e)) => Err(e),
             _ => Ok(()),
         }
@@ -682,7 +791,9 @@ impl Cache {
         let scope = tel.start(Op::Set);
         let r = async {
             let key = key.into_key(&*self.keys)?;
-            let version = self.store(&key, Some(Arc::new(value)), opts).await?;
+            let version = self
+                .store(&key, Some(Arc::new(value)), opts, How::Set)
+                .await?;
             self.publish(Target::Key(key.as_str().to_owned()), version)
                 .await;
             Ok(())
@@ -692,14 +803,19 @@ impl Cache {
         r
     }
 
-    /// Encode and write a value (`None` = a negative entry); returns the version written.
-    /// Used by `set` (which then publishes) and by loads (which do not).
-    async fn store<T>(&self, key: &Key, value: Option<Arc<T>>, opts: &WriteOptions) -> Result<u64>
+    /// Encode a value (`None` = a negative entry) into the entry to write, with the tiers the
+    /// policy allows; `None` when the policy does not cache it.
+    fn prepare<T>(
+        &self,
+        key: &Key,
+        value: Option<&Arc<T>>,
+        opts: &WriteOptions,
+    ) -> Result<Option<Prepared>>
     where
         T: Serialize + Send + Sync + 'static,
     {
         let inner = &*self.inner;
-        let (bytes, format, compression) = match &value {
+        let (bytes, format, compression) = match value {
             Some(v) => {
                 let enc = inner.codec.encode(&**v)?;
                 (enc.bytes, enc.format, enc.compression)
@@ -715,25 +831,60 @@ impl Cache {
             (true, Some(t)) => t,
             _ => d.ttl,
         };
-        inner.flights.supersede_key(key);
-        let version = inner.versions.next();
         if ttl.is_zero() || d.tiers.is_empty() {
-            return Ok(version);
+            return Ok(None);
         }
-        let now = inner.clock.now();
-        let entry = Entry::new(bytes, now, ttl)
+        let entry = Entry::new(bytes, inner.clock.now(), ttl)
             .with_stale_for(d.stale_for)
             .with_tags(opts.tags.iter().cloned())
-            .with_version(version)
+            .with_version(inner.versions.next())
             .with_encoding(format, compression)
             .with_flags(if value.is_none() {
                 EntryFlags::NEGATIVE
             } else {
                 EntryFlags::NONE
             });
-        let decoded = value.map(|v| v as Arc<dyn Any + Send + Sync>);
-        self.write_entry(key, entry, d.tiers, decoded).await?;
+        Ok(Some(Prepared {
+            entry,
+            tiers: d.tiers,
+            decoded: value.map(|v| v.clone() as Arc<dyn Any + Send + Sync>),
+        }))
+    }
+
+    /// Encode and write a value; returns the version written (0 when the policy does not
+    /// cache it).
+    async fn store<T>(
+        &self,
+        key: &Key,
+        value: Option<Arc<T>>,
+        opts: &WriteOptions,
+        how: How,
+    ) -> Result<u64>
+    where
+        T: Serialize + Send + Sync + 'static,
+    {
+        if let How::Set = how {
+            self.inner.flights.supersede_key(key);
+        }
+        let Some(p) = self.prepare(key, value.as_ref(), opts)? else {
+            return Ok(0);
+        };
+        let version = p.entry.version;
+        self.write_entry(key, p.entry, p.tiers, p.decoded, how)
+            .await?;
         Ok(version)
+    }
+
+    /// The in-process tiers (scope `Process`).
+    fn process_tiers(&self) -> TierSet {
+        let local: Vec<usize> = self
+            .inner
+            .tiers
+            .iter()
+            .filter(|t| t.scope == Scope::Process)
+            .map(|t| t.position)
+            .collect();
+        TierSet::only(&local)
     }
 
     /// Remove a key or a selection from every tier, in parallel, through write-behind queues
@@ -741,7 +892,15 @@ impl Cache {
     /// tier was tried.
     async fn remove_everywhere(&self, what: &Removal) -> Result<()> {
         let tel = &self.inner.telemetry;
+        let epochs = &self.inner.epochs;
+        if let Removal::Select(_) = what {
+            epochs.change_all();
+        }
         let results = join_all(self.inner.tiers.iter().map(|t| async move {
+            if let (Removal::Key(k), Scope::Process, Some(mem)) = (what, t.scope, t.memory()) {
+                epochs.change(k, || mem.delete_sync(k));
+                return Ok(());
+            }
             if let Some(wb) = &t.write_behind {
                 let job = |ack| match what.clone() {
                     Removal::Key(k) => crate::write_behind::Job::Delete(k, ack),
@@ -757,6 +916,33 @@ impl Cache {
             }
         }))
         .await;
+        // Again once every tier is done: a read that promoted an old copy from a slower tier
+        // meanwhile must not keep it.
+        match what {
+            Removal::Key(k) => {
+                for t in self
+                    .inner
+                    .tiers
+                    .iter()
+                    .filter(|t| t.scope == Scope::Process)
+                {
+                    if let Some(mem) = t.memory() {
+                        epochs.change(k, || mem.delete_sync(k));
+                    }
+                }
+            }
+            Removal::Select(s) => {
+                epochs.change_all();
+                for t in self
+                    .inner
+                    .tiers
+                    .iter()
+                    .filter(|t| t.scope == Scope::Process)
+                {
+                    let _ = t.call(tel, true, t.backend.invalidate(s)).await;
+                }
+            }
+        }
         results.into_iter().collect()
     }
 
@@ -812,6 +998,7 @@ impl Cache {
     pub async fn clear(&self) -> Result<()> {
         let tel = &self.inner.telemetry;
         self.inner.flights.supersede(None);
+        self.inner.epochs.change_all();
         let results = join_all(
             self.inner
                 .tiers
@@ -935,11 +1122,14 @@ impl Cache {
                         value,
                     }),
                     stale: None,
+                    snap: self.inner.epochs.snapshot(&key),
+                    failed: TierSet::NONE,
                 }
             }
             None => self.read_typed::<T>(&key, now, &scope, 0..local).await,
         };
         let mut loader = Some(loader);
+        let snap = read.snap;
         if let Some(f) = read.fresh
             && usable(&f.value)
         {
@@ -952,7 +1142,7 @@ impl Cache {
                     && let (Role::Leader(h), Some(l)) =
                         (self.inner.flights.join(&key), loader.take())
                 {
-                    self.spawn_load(h, key.clone(), opts.clone(), None, scope.in_span(l));
+                    self.spawn_load(h, key.clone(), opts.clone(), None, snap, scope.in_span(l));
                 }
             }
             tel.finish(scope, Outcome::Hit);
@@ -1026,7 +1216,7 @@ impl Cache {
                         None => None,
                     };
                     let w = h.waiter.clone();
-                    self.spawn_load(h, key.clone(), opts.clone(), token, scope.in_span(l));
+                    self.spawn_load(h, key.clone(), opts.clone(), token, snap, scope.in_span(l));
                     (w, true)
                 }
                 Role::Follower(w) => (w, false),
@@ -1145,6 +1335,7 @@ impl Cache {
         key: Key,
         opts: WriteOptions,
         token: Option<LockToken>,
+        snap: Snapshot,
         loader: F,
     ) where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -1173,22 +1364,43 @@ impl Cache {
                 .inner
                 .telemetry
                 .loader_done(start.elapsed(), result.is_ok());
-            if let Ok(v) = &result
-                && !h
-                    .state
-                    .superseded
-                    .load(std::sync::atomic::Ordering::Acquire)
-            {
-                // A fill after a miss publishes nothing; its failure only costs a future miss.
-                let _ = cache.store(&key, v.clone(), &opts).await;
-            }
-            if let (Some(t), Some((lock, _))) = (token, &cache.inner.lock) {
-                let _ = lock.unlock(&key, t).await;
+            // A fill after a miss publishes nothing, and is dropped if the key changed since
+            // the leader's read began; its failure only costs a future miss. The in-process
+            // tiers are filled before the waiters are released (so the next caller hits), the
+            // shared tiers after (so nobody waits on a slow remote write).
+            let superseded = h
+                .state
+                .superseded
+                .load(std::sync::atomic::Ordering::Acquire);
+            let prepared = match &result {
+                Ok(v) if !superseded => cache.prepare(&key, v.as_ref(), &opts).ok().flatten(),
+                _ => None,
+            };
+            let local = cache.process_tiers();
+            let how = How::Fill(snap);
+            if let Some(p) = &prepared {
+                let _ = cache
+                    .write_entry(
+                        &key,
+                        p.entry.clone(),
+                        p.tiers.and(local),
+                        p.decoded.clone(),
+                        how,
+                    )
+                    .await;
             }
             h.complete(result.map(|v| Loaded {
                 value: v.map(|a| a as Arc<dyn Any + Send + Sync>),
                 source: Source::Computed,
             }));
+            if let Some(p) = prepared {
+                let _ = cache
+                    .write_entry(&key, p.entry, p.tiers.without(local), p.decoded, how)
+                    .await;
+            }
+            if let (Some(t), Some((lock, _))) = (token, &cache.inner.lock) {
+                let _ = lock.unlock(&key, t).await;
+            }
         });
     }
 
@@ -1226,6 +1438,7 @@ impl Cache {
             .iter()
             .map(|s| self.keys.key_for_text(s.as_ref()))
             .collect::<Result<_>>()?;
+        let snaps: Vec<Snapshot> = keys.iter().map(|k| inner.epochs.snapshot(k)).collect();
         let now = inner.clock.now();
         let mut out: Vec<Option<Lookup<Arc<T>>>> = (0..keys.len()).map(|_| None).collect();
         let mut pending: Vec<usize> = (0..keys.len()).collect();
@@ -1284,7 +1497,8 @@ impl Cache {
         for _ in &pending {
             tel.full_miss();
         }
-        // Fill upper tiers in bulk: one set_many per tier.
+        // Fill upper tiers: the in-process ones entry by entry under the epoch guard, the
+        // others in bulk (one set_many per tier) with the keys that did not change.
         let mut per_tier: HashMap<usize, Vec<(Key, Entry)>> = HashMap::new();
         for (found, i, entry, v) in to_promote {
             let d = self.decide(&keys[i], entry.value.len(), false);
@@ -1298,10 +1512,16 @@ impl Cache {
                     continue;
                 }
                 let e = self.tier_copy(t, &copy, now, Some(&decoded));
-                per_tier
-                    .entry(t.position)
-                    .or_default()
-                    .push((keys[i].clone(), e));
+                if t.scope == Scope::Process && t.memory().is_some() {
+                    if let Ok(true) = self.write_to(t, &keys[i], e, How::Fill(snaps[i])).await {
+                        tel.promoted(t.position);
+                    }
+                } else if !inner.epochs.changed_since(&keys[i], snaps[i]) {
+                    per_tier
+                        .entry(t.position)
+                        .or_default()
+                        .push((keys[i].clone(), e));
+                }
             }
         }
         join_all(per_tier.into_iter().map(|(pos, items)| {
@@ -1337,6 +1557,15 @@ impl Cache {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::GetOrComputeMany);
         let r = async {
+            let snaps = inputs
+                .iter()
+                .map(|s| {
+                    Ok(self
+                        .inner
+                        .epochs
+                        .snapshot(&self.keys.key_for_text(s.as_ref())?))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let (mut out, _) = self.get_many_inner::<T, S>(inputs, &scope).await?;
             let missing: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
             if missing.is_empty() {
@@ -1354,8 +1583,9 @@ impl Cache {
                 if let Some(v) = loaded.remove(inputs[i].as_ref()) {
                     let key = self.keys.key_for_text(inputs[i].as_ref())?;
                     let v = Arc::new(v);
+                    let how = How::Fill(snaps[i]);
                     let _ = self
-                        .store(&key, Some(v.clone()), &WriteOptions::default())
+                        .store(&key, Some(v.clone()), &WriteOptions::default(), how)
                         .await;
                     out[i] = Some(Lookup {
                         value: v,
@@ -1411,10 +1641,15 @@ impl Cache {
                 let read = self
                     .read_through(key, now, &scope, 0..usize::MAX, |_, _| Ok(()))
                     .await;
+                let fill = Fill {
+                    snap: read.snap,
+                    failed: read.failed,
+                };
                 if let Some(f) = read.fresh {
                     n += 1;
                     if f.tier > 0 {
-                        self.promote(key, &f.entry, f.tier, None, now, &scope).await;
+                        self.promote(key, &f.entry, f.tier, None, now, &scope, fill)
+                            .await;
                     }
                 }
             }
@@ -1507,10 +1742,15 @@ impl Cache {
         let read = self
             .read_through(key, now, &scope, 0..usize::MAX, |_, _| Ok(()))
             .await;
+        let fill = Fill {
+            snap: read.snap,
+            failed: read.failed,
+        };
         let r = match read.fresh.or(read.stale) {
             Some(f) => {
                 if f.tier > 0 {
-                    self.promote(key, &f.entry, f.tier, None, now, &scope).await;
+                    self.promote(key, &f.entry, f.tier, None, now, &scope, fill)
+                        .await;
                 }
                 Some(f.entry.without_decoded())
             }
@@ -1527,8 +1767,14 @@ impl Cache {
             return self.delete(key).await;
         }
         let d = self.decide(key, entry.value.len(), entry.is_negative());
-        self.write_entry(key, entry.clone().without_decoded(), d.tiers, None)
-            .await?;
+        self.write_entry(
+            key,
+            entry.clone().without_decoded(),
+            d.tiers,
+            None,
+            How::Set,
+        )
+        .await?;
         self.publish(Target::Key(key.as_str().to_owned()), entry.version)
             .await;
         Ok(())

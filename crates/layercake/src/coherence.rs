@@ -113,13 +113,42 @@ fn local_tiers(inner: &Inner) -> impl Iterator<Item = &crate::tier::Tier> {
     inner.tiers.iter().filter(|t| t.scope != Scope::Shared)
 }
 
+/// Delete this instance's recent fills of shared tiers that the change may have overwritten.
+async fn undo_recent_fills(inner: &Inner, fills: Vec<(Key, u64)>) {
+    for (key, tiers) in fills {
+        for t in inner
+            .tiers
+            .iter()
+            .filter(|t| tiers & (1 << t.position) != 0)
+        {
+            let _ = t.call(&inner.telemetry, true, t.backend.delete(&key)).await;
+        }
+    }
+}
+
 async fn drop_local_key(inner: &Inner, key: &Key) {
+    if let Some(tiers) = inner.recent_fills.take(key) {
+        undo_recent_fills(inner, vec![(key.clone(), tiers)]).await;
+    }
     for t in local_tiers(inner) {
-        let _ = t.call(&inner.telemetry, true, t.backend.delete(key)).await;
+        if t.scope == Scope::Process
+            && let Some(mem) = t.memory()
+        {
+            // Under the key's epoch lock, so no in-flight promotion puts the old copy back.
+            inner.epochs.change(key, || mem.delete_sync(key));
+        } else {
+            let _ = t.call(&inner.telemetry, true, t.backend.delete(key)).await;
+        }
     }
 }
 
 async fn drop_local(inner: &Inner, selector: Option<&Selector>) {
+    inner.epochs.change_all();
+    let fills = inner.recent_fills.take_matching(|k| match selector {
+        Some(Selector::Prefix(p)) => k.starts_with(p),
+        _ => true,
+    });
+    undo_recent_fills(inner, fills).await;
     for t in local_tiers(inner) {
         let r = match selector {
             Some(s) if matches!(s, Selector::Prefix(_)) && t.capability.prefix_invalidation => {

@@ -36,6 +36,7 @@ mod cache;
 mod coherence;
 #[cfg(doctest)]
 mod doctests;
+mod epochs;
 mod flight;
 mod key_input;
 mod lock;

@@ -10,6 +10,36 @@ use crate::breaker::{Breaker, BreakerConfig, Permit};
 use crate::telemetry::Telemetry;
 use crate::write_behind::WriteBehind;
 
+/// The memory backend, whose synchronous methods the composer uses for in-process tiers.
+#[cfg(feature = "memory")]
+pub(crate) use layercake_memory::MemoryBackend as MemoryTier;
+
+/// Without the `memory` feature there is no memory backend: an uninhabited stand-in.
+#[cfg(not(feature = "memory"))]
+#[derive(Debug)]
+pub(crate) enum MemoryTier {}
+
+#[cfg(not(feature = "memory"))]
+impl MemoryTier {
+    pub(crate) fn get_sync_at(
+        &self,
+        _key: &layercake_core::Key,
+        _now: layercake_core::Timestamp,
+    ) -> Option<layercake_core::Entry> {
+        match *self {}
+    }
+    pub(crate) fn set_sync(
+        &self,
+        _key: &layercake_core::Key,
+        _entry: &layercake_core::Entry,
+    ) -> Result<()> {
+        match *self {}
+    }
+    pub(crate) fn delete_sync(&self, _key: &layercake_core::Key) {
+        match *self {}
+    }
+}
+
 /// Which instances see a tier's entries; decides what the backplane invalidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -179,6 +209,12 @@ impl Tier {
             max_ttl: opts.max_ttl,
             write_behind: None,
         }
+    }
+
+    /// The tier as a memory backend, when it is one (for synchronous reads and writes).
+    #[inline]
+    pub(crate) fn memory(&self) -> Option<&MemoryTier> {
+        self.backend.as_any()?.downcast_ref::<MemoryTier>()
     }
 
     /// Whether the tier is currently skipped by its breaker (without taking a probe).

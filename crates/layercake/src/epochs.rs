@@ -1,0 +1,151 @@
+//! Per-key write epochs: they keep a read's promotion or a load's fill from putting an older
+//! value into the in-process tier after a newer write, delete or invalidation.
+//!
+//! Every authoritative change of a key (a `set`, a `delete`, a backplane message) bumps the
+//! key's epoch and writes the in-process tier while holding the key's stripe lock; a selector
+//! change (prefix, tag, clear) bumps the global epoch and waits for every stripe (a barrier).
+//! A read records the epochs before its first tier read, and its promotion writes the
+//! in-process tier only if, under the same stripe lock, nothing changed since.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use layercake_core::Key;
+use parking_lot::Mutex;
+
+const STRIPES: usize = 256;
+
+/// What a read saw before it started: its key's stripe epoch and the global epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Snapshot(u64, u64);
+
+/// The epochs of one cache.
+#[derive(Debug)]
+pub(crate) struct Epochs {
+    stripes: Box<[Mutex<u64>]>,
+    global: AtomicU64,
+    hasher: RandomState,
+}
+
+impl Epochs {
+    pub(crate) fn new() -> Epochs {
+        Epochs {
+            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            global: AtomicU64::new(0),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn stripe(&self, key: &Key) -> &Mutex<u64> {
+        let h = self.hasher.hash_one(key.as_str()) as usize;
+        &self.stripes[h % self.stripes.len()]
+    }
+
+    /// The epochs now, before a read.
+    pub(crate) fn snapshot(&self, key: &Key) -> Snapshot {
+        let s = *self.stripe(key).lock();
+        Snapshot(s, self.global.load(Ordering::Acquire))
+    }
+
+    /// An authoritative change of `key`: bump its epoch and run `write` (the in-process part
+    /// of the change) under its stripe lock.
+    pub(crate) fn change<R>(&self, key: &Key, write: impl FnOnce() -> R) -> R {
+        let mut s = self.stripe(key).lock();
+        *s += 1;
+        write()
+    }
+
+    /// A change of many keys: bump the global epoch, then wait until no promotion that
+    /// checked the old epoch is still writing.
+    pub(crate) fn change_all(&self) {
+        self.global.fetch_add(1, Ordering::AcqRel);
+        for s in self.stripes.iter() {
+            drop(s.lock());
+        }
+    }
+
+    /// Run `fill` under the key's stripe lock if nothing changed since `snap`; `None` when
+    /// something did (the fill is dropped).
+    pub(crate) fn fill_if_unchanged<R>(
+        &self,
+        key: &Key,
+        snap: Snapshot,
+        fill: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let s = self.stripe(key).lock();
+        (Snapshot(*s, self.global.load(Ordering::Acquire)) == snap).then(fill)
+    }
+
+    /// Whether something changed since `snap` (a hint, for tiers written outside the lock).
+    pub(crate) fn changed_since(&self, key: &Key, snap: Snapshot) -> bool {
+        self.snapshot(key) != snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_run_only_when_nothing_changed() {
+        let e = Epochs::new();
+        let k = Key::new("k").unwrap();
+        let other = Key::new("other-key").unwrap();
+        let s = e.snapshot(&k);
+        assert_eq!(e.fill_if_unchanged(&k, s, || 1), Some(1));
+        e.change(&k, || ());
+        assert_eq!(e.fill_if_unchanged(&k, s, || 1), None);
+        let s = e.snapshot(&k);
+        e.change_all();
+        assert!(e.changed_since(&k, s));
+        assert_eq!(e.fill_if_unchanged(&k, s, || 1), None);
+        let s = e.snapshot(&other);
+        assert_eq!(e.fill_if_unchanged(&other, s, || 2), Some(2));
+    }
+}
+
+/// Fills this instance wrote into tiers other instances read (shared or host tiers), kept for
+/// a short window: when a change of the key reaches this instance (a backplane message) after
+/// such a fill landed, the fill may have overwritten the change, so the copy is deleted.
+#[derive(Debug, Default)]
+pub(crate) struct RecentFills {
+    map: Mutex<std::collections::HashMap<Key, (std::time::Instant, u64)>>,
+}
+
+/// How long a shared fill stays suspect: longer than a backplane message normally takes.
+pub(crate) const RECENT_FILL_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+const RECENT_FILLS_MAX: usize = 8192;
+
+impl RecentFills {
+    /// Remember that `key` was filled into the tiers of the `tiers` bit mask.
+    pub(crate) fn record(&self, key: &Key, tiers: u64) {
+        let now = std::time::Instant::now();
+        let mut map = self.map.lock();
+        if map.len() >= RECENT_FILLS_MAX {
+            map.retain(|_, (t, _)| now.duration_since(*t) < RECENT_FILL_WINDOW);
+            if map.len() >= RECENT_FILLS_MAX {
+                map.clear();
+            }
+        }
+        let e = map.entry(key.clone()).or_insert((now, 0));
+        *e = (now, e.1 | tiers);
+    }
+
+    /// The suspect fills of `key` (tier bit mask), forgotten once taken.
+    pub(crate) fn take(&self, key: &Key) -> Option<u64> {
+        let (t, tiers) = self.map.lock().remove(key)?;
+        (t.elapsed() < RECENT_FILL_WINDOW).then_some(tiers)
+    }
+
+    /// The suspect fills of every key matching `filter`.
+    pub(crate) fn take_matching(&self, filter: impl Fn(&Key) -> bool) -> Vec<(Key, u64)> {
+        let mut map = self.map.lock();
+        let keys: Vec<Key> = map.keys().filter(|k| filter(k)).cloned().collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let (t, tiers) = map.remove(&k)?;
+                (t.elapsed() < RECENT_FILL_WINDOW).then_some((k, tiers))
+            })
+            .collect()
+    }
+}
