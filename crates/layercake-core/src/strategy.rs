@@ -130,14 +130,17 @@ impl<S: KeyStrategy + ?Sized> KeyStrategyExt for S {}
 #[derive(Debug, Clone)]
 pub struct PlainKeys {
     ns: Namespace,
+    prefix: String,
     max_len: usize,
 }
 
 impl PlainKeys {
     /// Plain keys in `ns`, limited to 1024 bytes.
     pub fn new(ns: Namespace) -> PlainKeys {
+        let prefix = ns.prefix();
         PlainKeys {
             ns,
+            prefix,
             max_len: DEFAULT_MAX_KEY_LEN,
         }
     }
@@ -153,10 +156,17 @@ impl KeyStrategy for PlainKeys {
         &self.ns
     }
     fn key_for_text(&self, text: &str) -> Result<Key> {
-        // Validate the caller's part first so the error names the caller's problem.
+        // Validate the caller's part (the namespace prefix is valid by construction), then
+        // build the key once.
         crate::key::validate(text, self.max_len)?;
-        let full = format!("{}:v{}:{text}", self.ns.name(), self.ns.version());
-        Key::with_max_len(full, self.max_len)
+        let total = self.prefix.len() + text.len();
+        if total > self.max_len {
+            return Key::with_max_len(format!("{}{text}", self.prefix), self.max_len);
+        }
+        let mut s = String::with_capacity(total);
+        s.push_str(&self.prefix);
+        s.push_str(text);
+        Ok(Key::from_validated(s))
     }
     fn key_for_canonical(&self, canonical_json: &[u8]) -> Result<Key> {
         let text = std::str::from_utf8(canonical_json)

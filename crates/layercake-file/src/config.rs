@@ -43,7 +43,7 @@ pub type WriteFault = Arc<dyn Fn(usize) -> io::Result<()> + Send + Sync>;
 /// | `durability` | [`Durability::None`] | fsync policy of `set` |
 /// | `sweep_interval` | 60 s | period of the background sweep (expired and garbled files, stale temp files, other processes' files); `None` disables it |
 /// | `clock` | system clock | judges expiry |
-/// | `inline_read_max` | 64 KiB | files up to this size are read on the calling task; larger ones through `spawn_blocking` |
+/// | `inline_read_max` | 68 KiB | files up to this size (a 64 KiB value plus its envelope) are read on the calling task; larger ones through `spawn_blocking` |
 /// | `rescan_on_invalidate` | `true` | before a prefix/tag invalidation, pick up files other processes wrote |
 /// | `limits` | [`EnvelopeLimits::default`] | envelope limits used to encode and decode |
 #[derive(Clone)]
@@ -82,7 +82,7 @@ impl FileConfig {
             durability: Durability::default(),
             sweep_interval: Some(Duration::from_secs(60)),
             clock: system_clock(),
-            inline_read_max: 64 * 1024,
+            inline_read_max: 68 * 1024,
             rescan_on_invalidate: true,
             limits: EnvelopeLimits::default(),
             write_fault: None,

@@ -434,6 +434,7 @@ impl Cache {
         if let Some(f) = &read.fresh {
             // Promote from lower tiers; upgrade an L1 copy that lacks the decoded value.
             let l1_lacks_value = f.tier == 0
+                && self.inner.tiers[0].scope == Scope::Process
                 && !f.entry.is_negative()
                 && f.entry.decoded().is_none_or(|d| !d.is::<T>());
             if f.tier > 0 || l1_lacks_value {
@@ -650,6 +651,7 @@ impl Cache {
             // A fill of a tier other instances read can land after a concurrent change of the
             // key and overwrite it. If the key changed while the fill was written, delete the
             // copy; if a change arrives later (a backplane message), the listener deletes it.
+            let _serial = epochs.fill_lock(key).write().await;
             self.inner.recent_fills.record(key, 1 << tier.position);
             let written = tier
                 .call(&self.inner.telemetry, true, tier.backend.set(key, &entry))
@@ -712,6 +714,10 @@ impl Cache {
             .with_tier(t.name.clone())
             .with_backend(t.kind));
         }
+        let _writing = match how {
+            How::Set => Some(self.inner.epochs.fill_lock(key).read().await),
+            How::Fill(_) => None,
+        };
         let results = join_all(targets.iter().map(|t| {
             let e = self.tier_copy(t, &entry, now, decoded.as_ref());
             self.write_to(t, key, e, how)
@@ -896,6 +902,10 @@ impl Cache {
         if let Removal::Select(_) = what {
             epochs.change_all();
         }
+        let _writing = match what {
+            Removal::Key(k) => Some(epochs.fill_lock(k).read().await),
+            Removal::Select(_) => None,
+        };
         let results = join_all(self.inner.tiers.iter().map(|t| async move {
             if let (Removal::Key(k), Scope::Process, Some(mem)) = (what, t.scope, t.memory()) {
                 epochs.change(k, || mem.delete_sync(k));

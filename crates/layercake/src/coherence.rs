@@ -127,8 +127,19 @@ async fn undo_recent_fills(inner: &Inner, fills: Vec<(Key, u64)>) {
 }
 
 async fn drop_local_key(inner: &Inner, key: &Key) {
+    // Hold the key's fill lock through the undo and the epoch change: a fill still being
+    // written finishes first (and is undone), a later one sees the new epoch (and undoes
+    // itself).
+    let _serial = inner.epochs.fill_lock(key).write().await;
+    inner.epochs.change(key, || ());
     if let Some(tiers) = inner.recent_fills.take(key) {
-        undo_recent_fills(inner, vec![(key.clone(), tiers)]).await;
+        for t in inner
+            .tiers
+            .iter()
+            .filter(|t| tiers & (1 << t.position) != 0)
+        {
+            let _ = t.call(&inner.telemetry, true, t.backend.delete(key)).await;
+        }
     }
     for t in local_tiers(inner) {
         if t.scope == Scope::Process

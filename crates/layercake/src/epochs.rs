@@ -23,6 +23,10 @@ pub(crate) struct Snapshot(u64, u64);
 #[derive(Debug)]
 pub(crate) struct Epochs {
     stripes: Box<[Mutex<u64>]>,
+    /// Order a key's fills of shared tiers (exclusive, held across the fill's write and its
+    /// re-check) against authoritative writes of the key (shared, held across their fan-out)
+    /// and the undo of fills (exclusive): a fill never lands in the middle of a write.
+    fill_locks: Box<[tokio::sync::RwLock<()>]>,
     global: AtomicU64,
     hasher: RandomState,
 }
@@ -31,14 +35,23 @@ impl Epochs {
     pub(crate) fn new() -> Epochs {
         Epochs {
             stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            fill_locks: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             global: AtomicU64::new(0),
             hasher: RandomState::new(),
         }
     }
 
+    fn index(&self, key: &Key) -> usize {
+        self.hasher.hash_one(key.as_str()) as usize % STRIPES
+    }
+
     fn stripe(&self, key: &Key) -> &Mutex<u64> {
-        let h = self.hasher.hash_one(key.as_str()) as usize;
-        &self.stripes[h % self.stripes.len()]
+        &self.stripes[self.index(key)]
+    }
+
+    /// The lock that orders a key's shared-tier fills against its writes and undos.
+    pub(crate) fn fill_lock(&self, key: &Key) -> &tokio::sync::RwLock<()> {
+        &self.fill_locks[self.index(key)]
     }
 
     /// The epochs now, before a read.

@@ -11,7 +11,7 @@ use layercake_testkit::server::RedisServer;
 use layercake_testkit::services::{require_postgres, unique_id};
 use layercake_tests::drop_schema;
 
-use super::support::{RawRedis, Rng, fast_tier, postgres_tier, redis_config, redis_tier, wait_for};
+use super::support::{RawRedis, Rng, postgres_config, redis_config, wait_for};
 
 const KEYS: u64 = 8;
 const WORKERS_PER_INSTANCE: usize = 2;
@@ -229,6 +229,13 @@ fn check(history: &[Rec]) -> (Vec<Violation>, usize) {
 /// - no read returns a value that was never written for its key;
 /// - after the subscriber connections are killed, each instance resets its L1 once
 ///   reconnected, and reads see the writes made while messages were lost.
+/// Tier options for the coherence scenario: 2 s reads, 3 s writes.
+fn patient_tier() -> layercake::TierOptions {
+    layercake::TierOptions::new()
+        .read_timeout(Some(Duration::from_secs(2)))
+        .write_timeout(Some(Duration::from_secs(3)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_10_two_instances_stay_coherent_also_after_the_subscriber_is_killed() {
     let database_url = require_postgres();
@@ -247,13 +254,34 @@ async fn scenario_10_two_instances_stay_coherent_also_after_the_subscriber_is_ki
         .unwrap();
         let cache = Cache::builder(format!("fault-s10-{i}"))
             .shared_tier(l1.clone() as Arc<dyn Backend>)
+            // Coherence, not timing, is under test: patient timeouts, so a loaded machine
+            // does not turn slow writes into failed ones.
             .shared_tier_with(
-                Arc::new(redis_tier(&redis.url(), &format!("{name}:")).await),
-                fast_tier(),
+                Arc::new(
+                    layercake_redis::RedisBackend::connect(
+                        redis_config(&redis.url(), &format!("{name}:"))
+                            .with_operation_timeout(Duration::from_secs(2)),
+                    )
+                    .await
+                    .unwrap(),
+                ),
+                patient_tier(),
             )
             .shared_tier_with(
-                Arc::new(postgres_tier(&database_url, &name).await),
-                fast_tier(),
+                Arc::new(
+                    layercake_postgres::PostgresBackend::connect(
+                        postgres_config(&database_url, &name)
+                            .with_operation_timeout(Duration::from_secs(2))
+                            .with_pool_timeouts(
+                                Duration::from_secs(1),
+                                Duration::from_secs(1),
+                                Duration::from_secs(1),
+                            ),
+                    )
+                    .await
+                    .unwrap(),
+                ),
+                patient_tier(),
             )
             .backplane(Arc::new(bp))
             .build()

@@ -1,0 +1,82 @@
+//! A description of the machine and services a run measured on.
+
+use std::process::Command;
+
+/// The machine and service versions.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Machine {
+    /// Logical CPUs (`nproc`).
+    pub(crate) cpus: usize,
+    /// CPU model from `/proc/cpuinfo`.
+    pub(crate) cpu_model: String,
+    /// `MemTotal` from `/proc/meminfo`.
+    pub(crate) memory: String,
+    /// Kernel release.
+    pub(crate) kernel: String,
+    /// `rustc --version`.
+    pub(crate) rustc: String,
+    /// Redis server version.
+    pub(crate) redis: String,
+    /// PostgreSQL server version.
+    pub(crate) postgres: String,
+    /// Load average (1 min) at the start of the run.
+    pub(crate) load_start: String,
+    /// Load average (1 min) at the end of the run.
+    pub(crate) load_end: String,
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn field(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// The 1-minute load average now.
+pub(crate) fn load() -> String {
+    read("/proc/loadavg")
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+fn command(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The current UTC time as `YYYY-MM-DD HH:MM UTC`.
+pub(crate) fn now_utc() -> String {
+    command("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+}
+
+impl Machine {
+    /// Describe this machine (service versions are filled in by the caller).
+    pub(crate) fn describe() -> Machine {
+        let cpuinfo = read("/proc/cpuinfo");
+        let mem_kib: u64 = field(&read("/proc/meminfo"), "MemTotal")
+            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0);
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model: field(&cpuinfo, "model name").unwrap_or_else(|| "unknown".into()),
+            memory: format!("{:.1} GiB", mem_kib as f64 / (1024.0 * 1024.0)),
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            rustc: command("rustc", &["--version"]),
+            redis: String::new(),
+            postgres: String::new(),
+            load_start: load(),
+            load_end: String::new(),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! `layercake-bench`: layercake beside the raw clients it is built on, in the same process.
+//!
+//! Run it with `cargo xtask bench [--quick]` (which makes sure Redis and PostgreSQL are up and
+//! sets `REDIS_URL` / `DATABASE_URL`). It writes `report.md`, `headline-ratios.svg` and
+//! `ratios-{quick,full}.tsv` into `--out`. Benchmarks are not tests: nothing here asserts a
+//! time; the report says which targets are met and by how much the others are missed.
+//!
+//! Sections (all by default, or a comma-separated subset with `--only`): `l1`, `remote` (L2
+//! and L3), `file` (L4), `set`, `codec`, `otel`, `workloads`, `stampede`.
+
+mod chart;
+mod codecs;
+mod data;
+mod env;
+mod harness;
+mod l1;
+mod local;
+mod machine;
+mod otel;
+mod remote;
+mod report;
+mod results;
+mod stampede;
+mod workloads;
+mod writes;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+
+use crate::env::Env;
+use crate::harness::Plan;
+use crate::machine::Machine;
+use crate::results::Results;
+
+/// Errors of the benchmark binary.
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+/// Results of the benchmark binary.
+pub(crate) type Result<T> = std::result::Result<T, Error>;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(about = "layercake beside the raw clients, in the same process")]
+struct Args {
+    /// A short run (about a minute): fewer rounds and operations, shorter workloads.
+    #[arg(long)]
+    quick: bool,
+    /// Directory of the report, chart and ratios.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Only these sections (comma-separated): l1, remote, file, set, codec, otel, workloads,
+    /// stampede.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// How much each section runs.
+struct Plans {
+    l1: Plan,
+    remote: Plan,
+    inflight: Plan,
+    file_hits: Plan,
+    file_sets: Plan,
+    set: Plan,
+    codec: Plan,
+}
+
+impl Plans {
+    fn new(quick: bool) -> Plans {
+        if quick {
+            Plans {
+                l1: Plan::new(5, 20, 1000),
+                remote: Plan::new(5, 100, 1),
+                inflight: Plan::new(5, 3, 64 * 20),
+                file_hits: Plan::new(5, 200, 1),
+                file_sets: Plan::new(5, 40, 1),
+                set: Plan::new(5, 15, 1),
+                codec: Plan::new(5, 10, 1),
+            }
+        } else {
+            Plans {
+                // Many short rounds: the finer the interleaving, the more evenly the noise of
+                // a busy machine falls on both sides.
+                l1: Plan::new(21, 40, 1000),
+                remote: Plan::new(21, 200, 1),
+                inflight: Plan::new(21, 2, 64 * 50),
+                file_hits: Plan::new(21, 400, 1),
+                file_sets: Plan::new(21, 60, 1),
+                set: Plan::new(21, 25, 1),
+                codec: Plan::new(21, 20, 1),
+            }
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.out)?;
+    let mode = if args.quick { "quick" } else { "full" };
+    let mut machine = Machine::describe();
+    let started = machine::now_utc();
+    let t0 = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(machine.cpus.max(1))
+        .enable_all()
+        .build()?;
+    let quick = args.quick;
+    let only = args.only.clone();
+    // Everything runs in a spawned task, on the runtime's workers, as a service's handlers do.
+    let (results, versions) =
+        rt.block_on(
+            async move { tokio::spawn(async move { run_all(quick, &only).await }).await },
+        )??;
+    machine.redis = versions.0;
+    machine.postgres = versions.1;
+    machine.load_end = machine::load();
+    let secs = t0.elapsed().as_secs_f64();
+
+    let ratios_path = args.out.join(format!("ratios-{mode}.tsv"));
+    let previous = report::read_previous(&ratios_path);
+    let chart_name = "headline-ratios.svg";
+    if let Err(e) = chart::draw(
+        &args.out.join(chart_name),
+        &results.comparisons,
+        "layercake / raw baseline, same run",
+    ) {
+        eprintln!("chart not drawn: {e}");
+    }
+    let run = report::Run {
+        mode,
+        started,
+        secs,
+        machine: &machine,
+        previous: &previous,
+        chart: chart_name,
+    };
+    let text = report::render(&run, &results);
+    std::fs::write(args.out.join("report.md"), &text)?;
+    if args.only.is_empty() {
+        report::write_ratios(&ratios_path, &results)?;
+    }
+    println!("\nTargets:");
+    for c in results.comparisons.iter().filter(|c| c.target.is_some()) {
+        println!(
+            "  {:<28} {:>6.2}×  (limit {:.2}×)  {}",
+            c.id,
+            c.ratio.value,
+            c.target.map_or(0.0, |t| t.max),
+            if c.met() == Some(true) {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+    println!(
+        "\n{} run done in {secs:.0} s; report: {}",
+        mode,
+        args.out.join("report.md").display()
+    );
+    Ok(())
+}
+
+/// Run the selected sections; a failing section is reported in the notes, the others still run.
+async fn run_all(quick: bool, only: &[String]) -> Result<(Results, (String, String))> {
+    let plans = Plans::new(quick);
+    let wants = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let mut results = Results::default();
+    let env = Env::connect().await?;
+    let versions = (redis_version(&env).await, postgres_version(&env).await);
+    let t0 = Instant::now();
+    macro_rules! section {
+        ($name:literal, $fut:expr) => {
+            if wants($name) {
+                eprintln!("[{:>5.1} s] {} …", t0.elapsed().as_secs_f64(), $name);
+                if let Err(e) = $fut.await {
+                    eprintln!("  section {} failed: {e}", $name);
+                    results
+                        .notes
+                        .push(format!("Section `{}` failed and is missing: {e}", $name));
+                }
+            }
+        };
+    }
+    section!("l1", l1::run(&mut results, plans.l1, quick));
+    section!("otel", otel::run(&mut results, plans.l1));
+    section!(
+        "remote",
+        remote::run(&env, &mut results, plans.remote, plans.inflight)
+    );
+    section!(
+        "file",
+        local::run(&env, &mut results, plans.file_hits, plans.file_sets)
+    );
+    section!("set", writes::run(&env, &mut results, plans.set));
+    section!("codec", codecs::run(&mut results, plans.codec));
+    section!("workloads", workloads::run(&env, &mut results, quick));
+    section!("stampede", stampede::run(&env, &mut results, quick));
+    eprintln!("[{:>5.1} s] cleanup", t0.elapsed().as_secs_f64());
+    env.cleanup().await;
+    eprintln!("[{:>5.1} s] done", t0.elapsed().as_secs_f64());
+    Ok((results, versions))
+}
+
+async fn redis_version(env: &Env) -> String {
+    let mut c = env.raw_redis.clone();
+    let info: redis::RedisResult<String> =
+        redis::cmd("INFO").arg("server").query_async(&mut c).await;
+    info.ok()
+        .and_then(|i| {
+            i.lines()
+                .find_map(|l| l.strip_prefix("redis_version:").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn postgres_version(env: &Env) -> String {
+    match env.raw_pg.query_one("SHOW server_version", &[]).await {
+        Ok(row) => row.get::<_, String>(0),
+        Err(_) => "unknown".into(),
+    }
+}

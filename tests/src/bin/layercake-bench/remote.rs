@@ -1,0 +1,442 @@
+//! L2 and L3 hits beside the raw clients: a `Cache::get` that misses L1 and hits Redis (both
+//! connection modes, 1 and 64 in flight) against a raw redis-rs multiplexed `GET` of the very
+//! same Redis key, and a `Cache::get` that misses L1 and hits PostgreSQL against a raw
+//! tokio-postgres prepared `SELECT value FROM … WHERE key = $1` of the very same row.
+//!
+//! "L1 miss" is real: the caches have a memory L1 that the routing policy never fills, so every
+//! read asks L1 first and falls through.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use layercake::{Backend, Cache, Codec, Key, TierOptions};
+use tokio::task::JoinSet;
+
+use crate::Result;
+use crate::data::{Doc, shuffled};
+use crate::env::{Env, cache, everywhere, memory, only};
+use crate::harness::{Plan, Side, interleave};
+use crate::results::{Comparison, Results};
+
+/// Target of issue 8 / issue 4 for the L2 hit at 1 in flight.
+pub(crate) const L2_TARGET: f64 = 1.10;
+/// Issue 4: at 64 in flight, at least 0.9× the raw throughput, i.e. a cost ratio ≤ 1/0.9.
+pub(crate) const L2_INFLIGHT_TARGET: f64 = 1.0 / 0.9;
+/// Target of issue 8 / issue 5 for the L3 hit.
+pub(crate) const L3_TARGET: f64 = 1.15;
+
+/// Keys per case (cycled through in a shuffled order).
+const KEYS: usize = 256;
+
+/// A cache with a memory L1 that is never filled, over `lower`.
+fn l1_miss_cache(name: &str, lower: Arc<dyn Backend>, codec: Codec) -> Result<Cache> {
+    cache(
+        name,
+        vec![Arc::new(memory(16 << 20)?), lower],
+        only(&[1]),
+        codec,
+    )
+}
+
+/// Write `KEYS` documents of `size` through `c` (where its policy routes them).
+async fn fill(c: &Cache, tag: &str, size: usize) -> Result<Vec<String>> {
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("{tag}:{i:04}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        c.set(k.as_str(), Doc::sized(i as u64, size)).await?;
+    }
+    Ok(keys)
+}
+
+/// Run `op(i)` for operations `start..start + n` on `tasks` spawned tasks (the batch of a
+/// many-in-flight side).
+async fn fan_out<F, Fut>(start: u64, n: usize, tasks: usize, op: F)
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let per = (n / tasks).max(1) as u64;
+    let mut set = JoinSet::new();
+    for t in 0..tasks as u64 {
+        let op = op.clone();
+        let s = start + t * per;
+        set.spawn(async move {
+            for i in s..s + per {
+                op(i).await;
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Fail unless `c.get(key)` is a hit at `tier`.
+async fn expect_hit(c: &Cache, key: &str, tier: usize) -> Result<()> {
+    match c.get::<Doc>(key).await? {
+        Some(l) if l.source == (layercake::Source::Hit { tier }) => Ok(()),
+        other => Err(format!(
+            "{}: expected a hit at tier {tier} for {key}, got {:?}",
+            c.name(),
+            other.map(|l| l.source)
+        )
+        .into()),
+    }
+}
+
+/// L2 at 1 in flight for one value size.
+async fn l2_single(
+    env: &Env,
+    results: &mut Results,
+    plan: Plan,
+    label: &str,
+    size: usize,
+) -> Result<()> {
+    let mux = l1_miss_cache(
+        &format!("bench-l2mux-{label}"),
+        env.redis_mux.clone(),
+        Codec::json(),
+    )?;
+    let pool = l1_miss_cache(
+        &format!("bench-l2pool-{label}"),
+        env.redis_pool.clone(),
+        Codec::json(),
+    )?;
+    let keys = fill(&mux, &format!("l2-{label}"), size).await?;
+    expect_hit(&mux, &keys[0], 1).await?;
+    expect_hit(&pool, &keys[0], 1).await?;
+    let raw_keys: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            Ok(format!(
+                "{}{}",
+                env.redis_mux.key_prefix(),
+                mux.key(k.as_str())?.as_str()
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut conn = env.raw_redis.clone();
+    let probe: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&raw_keys[0])
+        .query_async(&mut conn)
+        .await?;
+    if probe.is_none() {
+        return Err(format!(
+            "raw GET of {} found nothing: key layout changed?",
+            raw_keys[0]
+        )
+        .into());
+    }
+    // Postcard variant and a Redis-only cache (no memory tier at all), 1 KiB only.
+    let extra = label == "1k";
+    let post = l1_miss_cache(
+        "bench-l2mux-postcard",
+        env.redis_mux.clone(),
+        Codec::postcard(),
+    )?;
+    let post_keys = if extra {
+        fill(&post, "l2-post", size).await?
+    } else {
+        Vec::new()
+    };
+    let solo = cache(
+        "bench-l2solo",
+        vec![env.redis_mux.clone()],
+        everywhere(),
+        Codec::json(),
+    )?;
+    if extra {
+        expect_hit(&solo, &keys[0], 0).await?;
+    }
+
+    let order = shuffled(KEYS, 0x22);
+    let (order, keys, raw_keys, post_keys) = (&order, &keys, &raw_keys, &post_keys);
+    let (mux, pool, post, solo, conn) = (&mux, &pool, &post, &solo, &env.raw_redis);
+    let at = move |i: u64| order[i as usize % KEYS];
+    let built: Vec<Key> = keys
+        .iter()
+        .map(|k| mux.key(k.as_str()))
+        .collect::<layercake::Result<_>>()?;
+    let (built, backend) = (&built, &*env.redis_mux);
+    // The same L1-miss cache with the Redis tier's timeout and breaker turned off.
+    let bare = Cache::builder("bench-l2bare")
+        .shared_tier(Arc::new(memory(16 << 20)?))
+        .shared_tier_with(
+            env.redis_mux.clone(),
+            TierOptions::new().read_timeout(None).breaker(None),
+        )
+        .policy(only(&[1]))
+        .codec(Codec::json())
+        .otel(layercake::OtelConfig::disabled())
+        .build()?;
+    let bare = &bare;
+    let mut sides = vec![
+        Side::new("redis-rs multiplexed GET", move |start, n| {
+            Box::pin(async move {
+                let mut c = conn.clone();
+                for i in start..start + n as u64 {
+                    let v: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET")
+                        .arg(&raw_keys[at(i)])
+                        .query_async(&mut c)
+                        .await;
+                    let _ = black_box(v);
+                }
+            })
+        }),
+        Side::new("Cache::get, Redis multiplexed", move |start, n| {
+            Box::pin(async move {
+                for i in start..start + n as u64 {
+                    let _ = black_box(mux.get::<Doc>(keys[at(i)].as_str()).await);
+                }
+            })
+        }),
+        Side::new("Cache::get, Redis pool", move |start, n| {
+            Box::pin(async move {
+                for i in start..start + n as u64 {
+                    let _ = black_box(pool.get::<Doc>(keys[at(i)].as_str()).await);
+                }
+            })
+        }),
+    ];
+    if extra {
+        sides.push(Side::new(
+            "Cache::get, multiplexed, postcard codec",
+            move |start, n| {
+                Box::pin(async move {
+                    for i in start..start + n as u64 {
+                        let _ = black_box(post.get::<Doc>(post_keys[at(i)].as_str()).await);
+                    }
+                })
+            },
+        ));
+        sides.push(Side::new(
+            "Cache::get, Redis as the only tier",
+            move |start, n| {
+                Box::pin(async move {
+                    for i in start..start + n as u64 {
+                        let _ = black_box(solo.get::<Doc>(keys[at(i)].as_str()).await);
+                    }
+                })
+            },
+        ));
+        sides.push(Side::new(
+            "RedisBackend::get (multiplexed), no composer",
+            move |start, n| {
+                Box::pin(async move {
+                    for i in start..start + n as u64 {
+                        let _ = black_box(backend.get(&built[at(i)]).await);
+                    }
+                })
+            },
+        ));
+        sides.push(Side::new(
+            "Cache::get, multiplexed, tier timeout and breaker off",
+            move |start, n| {
+                Box::pin(async move {
+                    for i in start..start + n as u64 {
+                        let _ = black_box(bare.get::<Doc>(keys[at(i)].as_str()).await);
+                    }
+                })
+            },
+        ));
+    }
+    let m = interleave(plan, sides).await?;
+    let group = "L2 hit (L1 miss), 1 in flight";
+    let raw = &m[0];
+    let mut c = Comparison::new(group, format!("l2.{label}.mux"), raw, &m[1]);
+    if extra {
+        c = c
+            .target(L2_TARGET, "L2 hit ≤ 1.10× raw redis GET")
+            .headline("L2 hit / redis GET (multiplexed)");
+    }
+    results.comparisons.push(c);
+    let mut c = Comparison::new(group, format!("l2.{label}.pool"), raw, &m[2]);
+    if extra {
+        c = c
+            .target(L2_TARGET, "L2 hit ≤ 1.10× raw redis GET")
+            .headline("L2 hit / redis GET (pool)");
+    }
+    results.comparisons.push(c);
+    if extra {
+        results
+            .comparisons
+            .push(Comparison::new(group, "l2.1k.mux_postcard", raw, &m[3]));
+        results
+            .comparisons
+            .push(Comparison::new(group, "l2.1k.redis_only", raw, &m[4]));
+        results
+            .comparisons
+            .push(Comparison::new(group, "l2.1k.backend_only", raw, &m[5]));
+        results.comparisons.push(Comparison::new(
+            group,
+            "l2.1k.no_timeout_breaker",
+            raw,
+            &m[6],
+        ));
+    }
+    Ok(())
+}
+
+/// L2 at 64 in flight, 1 KiB.
+async fn l2_inflight(env: &Env, results: &mut Results, plan: Plan) -> Result<()> {
+    const TASKS: usize = 64;
+    let mux = l1_miss_cache("bench-l2mux-64", env.redis_mux.clone(), Codec::json())?;
+    let pool = l1_miss_cache("bench-l2pool-64", env.redis_pool.clone(), Codec::json())?;
+    let keys = fill(&mux, "l2-64", 1024).await?;
+    expect_hit(&pool, &keys[0], 1).await?;
+    let raw_keys: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            Ok(format!(
+                "{}{}",
+                env.redis_mux.key_prefix(),
+                mux.key(k.as_str())?.as_str()
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let order = Arc::new(shuffled(KEYS, 0x64));
+    let keys = Arc::new(keys);
+    let raw_keys = Arc::new(raw_keys);
+    let conn = env.raw_redis.clone();
+
+    let raw_op = {
+        let (order, raw_keys) = (order.clone(), raw_keys.clone());
+        move |i: u64| {
+            let mut c = conn.clone();
+            let k = raw_keys[order[i as usize % KEYS]].clone();
+            async move {
+                let v: redis::RedisResult<Option<Vec<u8>>> =
+                    redis::cmd("GET").arg(&k).query_async(&mut c).await;
+                let _ = black_box(v);
+            }
+        }
+    };
+    let cache_op = |c: Cache| {
+        let (order, keys) = (order.clone(), keys.clone());
+        move |i: u64| {
+            let c = c.clone();
+            let keys = keys.clone();
+            let j = order[i as usize % KEYS];
+            async move {
+                let _ = black_box(c.get::<Doc>(keys[j].as_str()).await);
+            }
+        }
+    };
+    let (mux_op, pool_op) = (cache_op(mux), cache_op(pool));
+    let sides = vec![
+        Side::new("redis-rs multiplexed GET ×64", move |start, n| {
+            Box::pin(fan_out(start, n, TASKS, raw_op.clone()))
+        }),
+        Side::new("Cache::get ×64, multiplexed", move |start, n| {
+            Box::pin(fan_out(start, n, TASKS, mux_op.clone()))
+        }),
+        Side::new("Cache::get ×64, pool", move |start, n| {
+            Box::pin(fan_out(start, n, TASKS, pool_op.clone()))
+        }),
+    ];
+    let m = interleave(plan, sides).await?;
+    let group = "L2 hit (L1 miss), 64 in flight";
+    let t = "≥ 0.9× raw GET throughput at 64 in flight (issue 4)";
+    results.comparisons.push(
+        Comparison::new(group, "l2.64.mux", &m[0], &m[1])
+            .throughput()
+            .target(L2_INFLIGHT_TARGET, t)
+            .headline("L2 ×64 cost / redis GET ×64 (mux)"),
+    );
+    results.comparisons.push(
+        Comparison::new(group, "l2.64.pool", &m[0], &m[2])
+            .throughput()
+            .target(L2_INFLIGHT_TARGET, t)
+            .headline("L2 ×64 cost / redis GET ×64 (pool)"),
+    );
+    Ok(())
+}
+
+/// L3 for one value size.
+async fn l3(env: &Env, results: &mut Results, plan: Plan, label: &str, size: usize) -> Result<()> {
+    let c = l1_miss_cache(
+        &format!("bench-l3-{label}"),
+        env.postgres.clone(),
+        Codec::json(),
+    )?;
+    let keys = fill(&c, &format!("l3-{label}"), size).await?;
+    expect_hit(&c, &keys[0], 1).await?;
+    let raw_keys: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| Ok(c.key(k.as_str())?.as_bytes().to_vec()))
+        .collect::<Result<_>>()?;
+    let sql = format!(
+        "SELECT value FROM {} WHERE key = $1",
+        env.postgres.qualified_table()
+    );
+    let stmt = env.raw_pg.prepare(&sql).await?;
+    if env
+        .raw_pg
+        .query_opt(&stmt, &[&raw_keys[0]])
+        .await?
+        .is_none()
+    {
+        return Err("raw SELECT found no row: table layout changed?".into());
+    }
+    let built: Vec<Key> = keys
+        .iter()
+        .map(|k| c.key(k.as_str()))
+        .collect::<layercake::Result<_>>()?;
+    let (built, backend) = (&built, &*env.postgres);
+    let order = shuffled(KEYS, 0x33);
+    let (order, keys, raw_keys, stmt, pg, c) = (&order, &keys, &raw_keys, &stmt, &*env.raw_pg, &c);
+    let at = move |i: u64| order[i as usize % KEYS];
+    let sides = vec![
+        Side::new("tokio-postgres prepared SELECT", move |start, n| {
+            Box::pin(async move {
+                for i in start..start + n as u64 {
+                    let row = pg.query_opt(stmt, &[&raw_keys[at(i)]]).await;
+                    let v: Option<Vec<u8>> = row.ok().flatten().map(|r| r.get(0));
+                    black_box(v);
+                }
+            })
+        }),
+        Side::new("Cache::get, PostgreSQL", move |start, n| {
+            Box::pin(async move {
+                for i in start..start + n as u64 {
+                    let _ = black_box(c.get::<Doc>(keys[at(i)].as_str()).await);
+                }
+            })
+        }),
+        Side::new("PostgresBackend::get, no composer", move |start, n| {
+            Box::pin(async move {
+                for i in start..start + n as u64 {
+                    let _ = black_box(backend.get(&built[at(i)]).await);
+                }
+            })
+        }),
+    ];
+    let m = interleave(plan, sides).await?;
+    let mut cmp = Comparison::new("L3 hit (L1 miss)", format!("l3.{label}"), &m[0], &m[1]);
+    if label == "1k" {
+        cmp = cmp
+            .target(L3_TARGET, "L3 hit ≤ 1.15× raw prepared SELECT")
+            .headline("L3 hit / prepared SELECT");
+    }
+    results.comparisons.push(cmp);
+    results.comparisons.push(Comparison::new(
+        "L3 hit (L1 miss)",
+        format!("l3.{label}.backend_only"),
+        &m[0],
+        &m[2],
+    ));
+    Ok(())
+}
+
+/// Every L2 and L3 case.
+pub(crate) async fn run(
+    env: &Env,
+    results: &mut Results,
+    single: Plan,
+    inflight: Plan,
+) -> Result<()> {
+    l2_single(env, results, single, "1k", 1024).await?;
+    l2_single(env, results, single, "64k", 64 * 1024).await?;
+    l2_inflight(env, results, inflight).await?;
+    l3(env, results, single, "1k", 1024).await?;
+    l3(env, results, single, "64k", 64 * 1024).await?;
+    Ok(())
+}
