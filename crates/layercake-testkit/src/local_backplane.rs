@@ -40,7 +40,10 @@ impl LocalBus {
             reconnects: AtomicU64::new(0),
         });
         self.members.lock().push(member.clone());
-        LocalBackplane { bus: self.clone(), member }
+        LocalBackplane {
+            bus: self.clone(),
+            member,
+        }
     }
 }
 

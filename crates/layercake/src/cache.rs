@@ -640,10 +640,10 @@ impl Cache {
                 e
             });
         }
-        if let How::Fill(snap) = how {
-            if epochs.changed_since(key, snap) {
-                return Ok(false);
-            }
+        if let How::Fill(snap) = how
+            && epochs.changed_since(key, snap)
+        {
+            return Ok(false);
         }
         if let How::Fill(snap) = how
             && tier.write_behind.is_none()

@@ -217,6 +217,13 @@ fn check(history: &[Rec]) -> (Vec<Violation>, usize) {
     (violations, wrong)
 }
 
+/// Tier options for the coherence scenario: 2 s reads, 3 s writes.
+fn patient_tier() -> layercake::TierOptions {
+    layercake::TierOptions::new()
+        .read_timeout(Some(Duration::from_secs(2)))
+        .write_timeout(Some(Duration::from_secs(3)))
+}
+
 /// Two instances, each with its own L1 and its own connections to a shared L2 (a throwaway
 /// Redis) and L3 (PostgreSQL), kept coherent by a Redis backplane. 4 workers (2 per
 /// instance) run 10 000 random operations on 8 keys (55 % get, 35 % set, 10 % delete); each
@@ -229,13 +236,6 @@ fn check(history: &[Rec]) -> (Vec<Violation>, usize) {
 /// - no read returns a value that was never written for its key;
 /// - after the subscriber connections are killed, each instance resets its L1 once
 ///   reconnected, and reads see the writes made while messages were lost.
-/// Tier options for the coherence scenario: 2 s reads, 3 s writes.
-fn patient_tier() -> layercake::TierOptions {
-    layercake::TierOptions::new()
-        .read_timeout(Some(Duration::from_secs(2)))
-        .write_timeout(Some(Duration::from_secs(3)))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_10_two_instances_stay_coherent_also_after_the_subscriber_is_killed() {
     let database_url = require_postgres();
