@@ -14,12 +14,14 @@ pub enum ConnectionMode {
     /// One multiplexed, auto-reconnecting connection (redis-rs `ConnectionManager`): every
     /// concurrent request is pipelined on one socket. The default (see
     /// `docs/decisions/0002-redis-connection-mode.md`: fastest at 1 and at 64 in flight, fails
-    /// fast while Redis is down, reconnects by itself).
+    /// fast while Redis is down, reconnects by itself). A connection on which a request timed
+    /// out is replaced, and a request that failed at the I/O level is sent once more within
+    /// its operation timeout.
     #[default]
     Multiplexed,
     /// A bb8 pool of up to [`pool_max_size`](RedisConfig::pool_max_size) multiplexed
     /// connections, checked out one request at a time, without a PING on checkout; a connection
-    /// that saw a connection-level error is discarded and replaced.
+    /// that saw a connection-level error or a timeout is discarded and replaced.
     Pool,
     /// Redis Cluster through redis-rs `cluster_async`, seeded by
     /// [`cluster_nodes`](RedisConfig::cluster_nodes) (or [`url`](RedisConfig::url) when empty).

@@ -2,11 +2,12 @@
 //! checkout and error mapping applied to every command in one place.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use layercake_core::Result;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
@@ -14,14 +15,19 @@ use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
     Pipeline, RedisResult, Value,
 };
+use tokio::time::Instant;
 
 use crate::config::{ConnectionMode, RedisConfig};
-use crate::error::{breaks_connection, connect_timeout, map_err, map_pool_err, op_timeout};
+use crate::error::{
+    breaks_connection, connect_timeout, is_connection_failure, map_err, map_pool_err, op_timeout,
+};
+use crate::lease::Lease;
+use crate::managed::Managed;
 use crate::pool::PoolManager;
 
 #[derive(Clone)]
 enum Conn {
-    Managed(ConnectionManager),
+    Managed(Arc<Managed>),
     Pool(bb8::Pool<PoolManager>),
     Cluster(ClusterConnection),
 }
@@ -32,6 +38,8 @@ pub(crate) struct Redis {
     conn: Conn,
     op_timeout: Duration,
     pool_wait: Duration,
+    /// How many times a request that failed at the I/O level is sent again (time permitting).
+    retries: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -88,12 +96,12 @@ impl Redis {
                     .set_min_delay(Duration::from_millis(10))
                     .set_max_delay(cfg.reconnect_max_delay);
                 let cl = client(cfg)?;
-                let fut = cl.get_connection_manager_with_config(mc);
+                let fut = cl.get_connection_manager_with_config(mc.clone());
                 let m = tokio::time::timeout(cfg.connect_timeout, fut)
                     .await
                     .map_err(|_| connect_timeout(cfg.connect_timeout))?
                     .map_err(map_err)?;
-                Conn::Managed(m)
+                Conn::Managed(Arc::new(Managed::new(cl, mc, m)))
             }
             ConnectionMode::Pool => {
                 let manager = PoolManager {
@@ -136,10 +144,20 @@ impl Redis {
                 Conn::Cluster(c)
             }
         };
+        let retries = match cfg.mode {
+            // A failed connection is replaced by the manager's own reconnect: once is enough.
+            ConnectionMode::Multiplexed => 1,
+            // Each failed attempt discards one dead pooled connection (after a restart they all
+            // are), so up to one per pooled connection.
+            ConnectionMode::Pool => cfg.pool_max_size,
+            // The cluster client retries by itself.
+            ConnectionMode::Cluster => 0,
+        };
         let r = Redis {
             conn,
             op_timeout: cfg.operation_timeout,
             pool_wait: cfg.pool_wait_timeout,
+            retries,
         };
         r.cmd::<()>("PING", &redis::cmd("PING")).await?;
         Ok(r)
@@ -164,33 +182,71 @@ impl Redis {
         self.run(op, Req::Pipe(pipe)).await
     }
 
+    /// Run `req` within the operation timeout.
+    ///
+    /// - A request that failed at the I/O level (refused, reset, broken pipe, EOF, or a
+    ///   connection attempt that timed out) is sent again, up to `retries` times, while the
+    ///   deadline allows. Every command this crate sends is safe to repeat (GET, MGET, SET,
+    ///   UNLINK, SADD, PEXPIRE, SCAN, PING, PUBLISH of an invalidation, EVAL
+    ///   compare-and-delete; a repeated lock `SET NX` can only report "not acquired"). This is
+    ///   what makes the first command after a Redis restart (or a freeze) succeed: the manager
+    ///   hands that command the failure of its last reconnect attempt and only then
+    ///   reconnects, and the retry waits for that reconnect. A response timeout is not
+    ///   repeated: it fires at the operation timeout, when no time remains.
+    /// - A request that timed out, or was abandoned at the deadline, breaks its connection
+    ///   (see [`Lease`]): it is never used again. One cancelled by the caller earlier does not.
     async fn run<T: FromRedisValue>(&self, op: &'static str, req: Req<'_>) -> Result<T> {
+        let deadline = Instant::now() + self.op_timeout;
         let fut = async {
-            match &self.conn {
-                Conn::Managed(m) => req.send(&mut m.clone()).await.map_err(map_err),
-                Conn::Cluster(c) => req.send(&mut c.clone()).await.map_err(map_err),
-                Conn::Pool(p) => {
-                    let (mut conn, broken) = loop {
-                        let pc = p.get().await.map_err(|e| map_pool_err(e, self.pool_wait))?;
-                        if pc.broken.load(Ordering::Relaxed) {
-                            // Returned as broken: bb8 drops it and opens a replacement.
-                            continue;
-                        }
-                        break (pc.conn.clone(), pc.broken.clone());
-                    };
-                    let r = req.send(&mut conn).await;
-                    if let Err(e) = &r
-                        && breaks_connection(e)
+            let mut left = self.retries;
+            loop {
+                match self.attempt(req, deadline).await? {
+                    Err(e)
+                        if left > 0 && is_connection_failure(&e) && Instant::now() < deadline =>
                     {
-                        broken.store(true, Ordering::Relaxed);
+                        left -= 1;
                     }
-                    r.map_err(map_err)
+                    r => return r.map_err(map_err),
                 }
             }
         };
-        match tokio::time::timeout(self.op_timeout, fut).await {
+        match tokio::time::timeout_at(deadline, fut).await {
             Ok(r) => r,
             Err(_) => Err(op_timeout(op, self.op_timeout)),
+        }
+    }
+
+    /// Send `req` once. The outer error is a failure to get a connection (not retried).
+    async fn attempt<T: FromRedisValue>(
+        &self,
+        req: Req<'_>,
+        deadline: Instant,
+    ) -> Result<RedisResult<T>> {
+        match &self.conn {
+            Conn::Managed(m) => {
+                let slot = m.current()?;
+                let lease = Lease::new(slot.broken.clone(), deadline);
+                let r = req.send(&mut slot.manager.clone()).await;
+                // Connection-level errors are the manager's to repair (it reconnects); a
+                // timeout is not, so the manager is replaced.
+                lease.settle(matches!(&r, Err(e) if e.is_timeout()));
+                Ok(r)
+            }
+            Conn::Pool(p) => {
+                let (mut conn, broken) = loop {
+                    let pc = p.get().await.map_err(|e| map_pool_err(e, self.pool_wait))?;
+                    if pc.broken.load(Ordering::Relaxed) {
+                        // Returned as broken: bb8 drops it and opens a replacement.
+                        continue;
+                    }
+                    break (pc.conn.clone(), pc.broken.clone());
+                };
+                let lease = Lease::new(broken, deadline);
+                let r = req.send(&mut conn).await;
+                lease.settle(matches!(&r, Err(e) if breaks_connection(e)));
+                Ok(r)
+            }
+            Conn::Cluster(c) => Ok(req.send(&mut c.clone()).await),
         }
     }
 

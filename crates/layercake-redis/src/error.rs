@@ -116,9 +116,19 @@ pub(crate) fn map_pool_err(e: bb8::RunError<RedisError>, wait: Duration) -> Erro
     }
 }
 
-/// Whether a redis error means the connection it came from must be replaced.
+/// Whether a redis error means the connection it came from must be replaced: a connection
+/// that dropped or misparsed, or a request that timed out (its reply slot stays, so a later
+/// reply could be matched to it).
 pub(crate) fn breaks_connection(e: &RedisError) -> bool {
-    e.is_unrecoverable_error()
+    e.is_unrecoverable_error() || e.is_timeout()
+}
+
+/// Whether a request failed at the I/O level (connection refused, reset, broken pipe, EOF,
+/// timed out — also a connection attempt's failure that the multiplexed manager stored and
+/// hands to the next request): it got no answer, and may be sent again on a fresh connection
+/// if time remains. (A response timeout leaves none: it fires at the operation timeout.)
+pub(crate) fn is_connection_failure(e: &RedisError) -> bool {
+    e.is_io_error()
 }
 
 #[cfg(test)]
@@ -152,6 +162,26 @@ mod tests {
             "bad url",
         )));
         assert_eq!(e.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn io_failures_are_retried_and_break_the_connection() {
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::BrokenPipe,
+            io::ErrorKind::UnexpectedEof,
+        ] {
+            let e = RedisError::from(io::Error::from(kind));
+            assert!(is_connection_failure(&e), "{kind:?}");
+            assert!(breaks_connection(&e), "{kind:?}");
+        }
+        let timeout = RedisError::from(io::Error::from(io::ErrorKind::TimedOut));
+        assert!(is_connection_failure(&timeout));
+        assert!(breaks_connection(&timeout));
+        let answer = RedisError::from((redis::ErrorKind::UnexpectedReturnType, "bad"));
+        assert!(!is_connection_failure(&answer));
+        assert!(!breaks_connection(&answer));
     }
 
     #[test]

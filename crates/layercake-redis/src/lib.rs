@@ -6,7 +6,9 @@ mod config;
 mod conn;
 mod error;
 mod keys;
+mod lease;
 mod lock;
+mod managed;
 mod pool;
 
 pub use backend::RedisBackend;

@@ -4,8 +4,10 @@
 //! restart every pooled connection stays dead in the pool (a wedged pool), and it connects
 //! without a connect or response timeout. This manager:
 //! - connects with the configured connect and response timeouts;
-//! - marks a connection broken when a command on it failed with a connection-level error,
-//!   so bb8 drops it (on its next return) and opens a fresh one;
+//! - marks a connection broken when a command on it failed with a connection-level error or
+//!   timed out, or was abandoned at the operation timeout (see [`Lease`](crate::lease::Lease)),
+//!   so bb8 drops it (on its next return) and opens a fresh one: a connection that may hold
+//!   a reply slot whose reply was lost is never used again;
 //! - keeps `is_valid` (a PING) for bb8's API, but the pool is built without
 //!   `test_on_check_out`, so no PING is paid per request.
 //!

@@ -1,0 +1,81 @@
+//! [`Lease`]: one request's hold on a connection, which marks the connection broken when the
+//! request ran out of time without an answer.
+//!
+//! Why: on a multiplexed connection replies are matched to requests by order. A request that
+//! is abandoned at the operation timeout, or that timed out inside redis-rs, keeps its reply
+//! slot; when its bytes or its reply were lost (a middlebox swallowing traffic), every later
+//! reply is matched to an older slot and the connection never answers anyone again — or,
+//! worse, answers one request with another's reply. Such a connection must never be reused.
+//!
+//! A request cancelled by its caller before the deadline (a composer timeout shorter than the
+//! backend's, a `select!`) is no sign of a lost reply: its slot is filled by its own reply as
+//! usual. Breaking the connection then would only make every cancellation cost a reconnect;
+//! if the reply was in fact lost, the next request on the connection times out and breaks it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::time::Instant;
+
+/// Marks `broken` when dropped at or after `deadline` without [`settle`](Lease::settle).
+///
+/// Contract:
+/// - dropped without `settle` at or after the deadline (the operation timeout fired): the
+///   connection is marked broken;
+/// - dropped without `settle` before the deadline (cancelled by the caller): left as it is;
+/// - `settle(true)`: marked broken; `settle(false)`: left as it is.
+pub(crate) struct Lease {
+    broken: Option<Arc<AtomicBool>>,
+    deadline: Instant,
+}
+
+impl Lease {
+    /// A lease on the connection whose flag is `broken`, for a request due by `deadline`.
+    pub(crate) fn new(broken: Arc<AtomicBool>, deadline: Instant) -> Lease {
+        Lease {
+            broken: Some(broken),
+            deadline,
+        }
+    }
+
+    /// The request finished; mark the connection broken if `breaks`.
+    pub(crate) fn settle(mut self, breaks: bool) {
+        if let Some(b) = self.broken.take()
+            && breaks
+        {
+            b.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(b) = self.broken.take()
+            && Instant::now() >= self.deadline
+        {
+            b.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    #[test]
+    fn a_lease_abandoned_at_its_deadline_breaks_the_connection() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let later = Instant::now() + Duration::from_secs(60);
+        Lease::new(flag.clone(), later).settle(false);
+        assert!(!flag.load(Ordering::Relaxed), "answered");
+        drop(Lease::new(flag.clone(), later));
+        assert!(!flag.load(Ordering::Relaxed), "cancelled by the caller");
+        drop(Lease::new(flag.clone(), Instant::now()));
+        assert!(flag.load(Ordering::Relaxed), "abandoned at the deadline");
+        let flag = Arc::new(AtomicBool::new(false));
+        Lease::new(flag.clone(), later).settle(true);
+        assert!(flag.load(Ordering::Relaxed), "timed out inside redis-rs");
+    }
+}
