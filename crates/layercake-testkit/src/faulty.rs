@@ -313,6 +313,10 @@ impl Backend for FaultyBackend {
         self.before(Operation::Health).await?;
         self.inner.health().await
     }
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        self.before(Operation::KeysWithPrefix).await?;
+        self.inner.keys_with_prefix(prefix, limit).await
+    }
     fn corrupt_reads(&self) -> u64 {
         self.inner.corrupt_reads()
     }

@@ -49,11 +49,13 @@ pub enum Operation {
     Clear,
     /// [`Backend::health`].
     Health,
+    /// [`Backend::keys_with_prefix`].
+    KeysWithPrefix,
 }
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 10] = [
         Operation::Get,
         Operation::Set,
         Operation::Delete,
@@ -63,6 +65,7 @@ impl Operation {
         Operation::Invalidate,
         Operation::Clear,
         Operation::Health,
+        Operation::KeysWithPrefix,
     ];
 
     /// A stable lower-case name (`"get"`, `"set_many"`, …).
@@ -77,6 +80,7 @@ impl Operation {
             Operation::Invalidate => "invalidate",
             Operation::Clear => "clear",
             Operation::Health => "health",
+            Operation::KeysWithPrefix => "keys_with_prefix",
         }
     }
 
@@ -254,6 +258,14 @@ impl Backend for RecordingBackend {
     async fn health(&self) -> Result<()> {
         self.recorder.push(Operation::Health, Vec::new(), None);
         self.inner.health().await
+    }
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        self.recorder.push(
+            Operation::KeysWithPrefix,
+            Vec::new(),
+            Some(Selector::Prefix(prefix.to_owned())),
+        );
+        self.inner.keys_with_prefix(prefix, limit).await
     }
     fn corrupt_reads(&self) -> u64 {
         self.inner.corrupt_reads()

