@@ -29,6 +29,13 @@ pub(crate) async fn migrate(
     let s = quote(schema);
     let t = format!("{s}.{}", quote(table));
     let tx = client.transaction().await.map_err(|e| error::pg(op, e))?;
+    // Start-up DDL may wait on other instances' migrations and catalog locks: the server-side
+    // per-statement timeout (set per connection to the operation timeout) would cancel it, so
+    // lift it for this transaction only; the whole migration stays bounded by the client-side
+    // start-up timeout.
+    tx.batch_execute("SET LOCAL statement_timeout = 0")
+        .await
+        .map_err(|e| error::pg(op, e))?;
     let lock_key = format!("layercake:{schema}.{table}");
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
