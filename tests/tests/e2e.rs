@@ -102,11 +102,17 @@ async fn ten_thousand_concurrent_callers_run_the_loader_once() {
     // The value reached every tier: the in-process one before the callers were released, the
     // shared ones right after (their fills do not hold the callers up).
     let key = cache.key("stampede").unwrap();
-    assert!(tiers.memory.get(&key).await.unwrap().is_some(), "L1 filled before release");
+    assert!(
+        tiers.memory.get(&key).await.unwrap().is_some(),
+        "L1 filled before release"
+    );
     for (i, t) in tiers.all().iter().enumerate() {
         let t0 = Instant::now();
         while t.get(&key).await.unwrap().is_none() {
-            assert!(t0.elapsed() < Duration::from_secs(5), "tier {i} never filled");
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "tier {i} never filled"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
