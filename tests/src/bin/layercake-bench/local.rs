@@ -111,11 +111,12 @@ async fn hit(env: &Env, results: &mut Results, plan: Plan, label: &str, size: us
         &m[0],
         &m[3],
     ));
-    if on_disk > 64 * 1024 && label != "1k" {
+    let inline_max = layercake_file::FileConfig::new(".").inline_read_max;
+    if on_disk > inline_max && label != "1k" {
         results.notes.push(format!(
             "L4 {label}: the entry file is {on_disk} bytes, above the file tier's `inline_read_max` \
-             (64 KiB), so the tier reads it through `spawn_blocking` while the raw read runs in \
-             place."
+             ({inline_max} bytes), so the tier reads it through `spawn_blocking` while the raw \
+             read runs in place."
         ));
     }
     Ok(())
