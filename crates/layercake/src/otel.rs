@@ -50,7 +50,7 @@ use std::time::{Duration, SystemTime};
 
 use layercake_core::{Backend, ErrorKind};
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::metrics::{Histogram, Meter, MeterProvider};
+use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter, MeterProvider};
 use opentelemetry::trace::{
     SpanBuilder, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
 };
@@ -758,6 +758,77 @@ impl OtelScope<'_> {
 
 // ------------------------------------------------------------------------------ observers
 
+/// Run `f` with the live cache's Otel state, if the cache still exists.
+fn with<F: Fn(&Inner, &Otel)>(weak: &Weak<Inner>, f: F) {
+    if let Some(inner) = weak.upgrade()
+        && let Some(o) = inner.telemetry.otel.as_ref()
+    {
+        f(&inner, o);
+    }
+}
+
+/// Report each non-zero counter with its attribute set.
+fn observe_nonzero<A: AsRef<[KeyValue]>>(
+    obs: &dyn AsyncInstrument<u64>,
+    values: &[AtomicU64],
+    attrs: &[A],
+) {
+    for (v, a) in values.iter().zip(attrs) {
+        let v = v.load(Ordering::Relaxed);
+        if v > 0 {
+            obs.observe(v, a.as_ref());
+        }
+    }
+}
+
+/// What an observable instrument's callback reports from the live cache.
+type Observe = dyn Fn(&Inner, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync;
+
+/// Instruments kept alive for as long as the cache's telemetry lives.
+type Keep = Vec<Box<dyn std::any::Any + Send + Sync>>;
+
+/// Register an observable counter whose callback reads the live cache (weakly held).
+fn counter(
+    keep: &mut Keep,
+    m: &Meter,
+    weak: &Weak<Inner>,
+    name: &'static str,
+    unit: &'static str,
+    description: &'static str,
+    f: impl Fn(&Inner, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
+) {
+    let w = weak.clone();
+    let f: Box<Observe> = Box::new(f);
+    keep.push(Box::new(
+        m.u64_observable_counter(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |obs| with(&w, |inner, o| f(inner, o, obs)))
+            .build(),
+    ));
+}
+
+/// Register an observable gauge whose callback reads the live cache (weakly held).
+fn gauge(
+    keep: &mut Keep,
+    m: &Meter,
+    weak: &Weak<Inner>,
+    name: &'static str,
+    unit: &'static str,
+    description: &'static str,
+    f: impl Fn(&Inner, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
+) {
+    let w = weak.clone();
+    let f: Box<Observe> = Box::new(f);
+    keep.push(Box::new(
+        m.u64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |obs| with(&w, |inner, o| f(inner, o, obs)))
+            .build(),
+    ));
+}
+
 /// Register the observable instruments of a built cache. Callbacks hold a weak reference.
 pub(crate) fn observe(inner: &Arc<Inner>, setup: OtelSetup) {
     let Some(otel) = inner.telemetry.otel.as_ref() else {
@@ -768,52 +839,31 @@ pub(crate) fn observe(inner: &Arc<Inner>, setup: OtelSetup) {
         Ordering::Relaxed,
     );
     let m = &otel.meter;
-    let mut keep: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+    let mut keep: Keep = Vec::new();
     let weak = Arc::downgrade(inner);
 
-    /// Run `f` with the live cache's Otel state, if the cache still exists.
-    fn with<F: Fn(&Inner, &Otel)>(weak: &Weak<Inner>, f: F) {
-        if let Some(inner) = weak.upgrade()
-            && let Some(o) = inner.telemetry.otel.as_ref()
-        {
-            f(&inner, o);
-        }
-    }
-
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.requests")
-            .with_unit("{request}")
-            .with_description("Tier lookups made by read operations, by tier, operation and outcome (hit, miss, error, skipped)")
-            .with_callback(move |obs| {
-                with(&w, |_, o| {
-                    for (v, a) in o.counters.requests.iter().zip(&o.attrs.requests) {
-                        let v = v.load(Ordering::Relaxed);
-                        if v > 0 {
-                            obs.observe(v, a);
-                        }
-                    }
-                })
-            })
-            .build(),
-    ));
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.operations")
-            .with_unit("{operation}")
-            .with_description("Public cache operations, by operation and outcome")
-            .with_callback(move |obs| {
-                with(&w, |_, o| {
-                    for (v, a) in o.counters.ops.iter().zip(&o.attrs.ops) {
-                        let v = v.load(Ordering::Relaxed);
-                        if v > 0 {
-                            obs.observe(v, a);
-                        }
-                    }
-                })
-            })
-            .build(),
-    ));
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.requests",
+        "{request}",
+        "Tier lookups made by read operations, by tier, operation and outcome (hit, miss, error, skipped)",
+        move |_, o, obs| {
+            observe_nonzero(obs, &o.counters.requests, &o.attrs.requests);
+        },
+    );
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.operations",
+        "{operation}",
+        "Public cache operations, by operation and outcome",
+        move |_, o, obs| {
+            observe_nonzero(obs, &o.counters.ops, &o.attrs.ops);
+        },
+    );
     let w = weak.clone();
     keep.push(Box::new(
         m.u64_observable_counter("layercake.tier.errors")
@@ -823,140 +873,130 @@ pub(crate) fn observe(inner: &Arc<Inner>, setup: OtelSetup) {
             )
             .with_callback(move |obs| {
                 with(&w, |_, o| {
-                    for (v, a) in o.counters.errors.iter().zip(&o.attrs.errors) {
-                        let v = v.load(Ordering::Relaxed);
-                        if v > 0 {
-                            obs.observe(v, a);
-                        }
-                    }
+                    observe_nonzero(obs, &o.counters.errors, &o.attrs.errors);
                 })
             })
             .build(),
     ));
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.tier.promotions")
-            .with_unit("{entry}")
-            .with_description("Entries copied into a tier from a lower one")
-            .with_callback(move |obs| {
-                with(&w, |inner, o| {
-                    for t in &inner.tiers {
-                        if let (Some(c), Some(a)) = (
-                            inner.telemetry.stats.tier(t.position),
-                            o.attrs.per_tier.get(t.position),
-                        ) {
-                            obs.observe(c.promotions.load(Ordering::Relaxed), a);
-                        }
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.tier.promotions",
+        "{entry}",
+        "Entries copied into a tier from a lower one",
+        move |inner, o, obs| {
+            for t in &inner.tiers {
+                if let (Some(c), Some(a)) = (
+                    inner.telemetry.stats.tier(t.position),
+                    o.attrs.per_tier.get(t.position),
+                ) {
+                    obs.observe(c.promotions.load(Ordering::Relaxed), a);
+                }
+            }
+        },
+    );
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.tier.decode_failures",
+        "{entry}",
+        "Stored copies that failed to decode (corrupt or foreign bytes) and were removed, by tier",
+        move |inner, o, obs| {
+            for t in &inner.tiers {
+                if let (Some(c), Some(a)) = (
+                    inner.telemetry.stats.tier(t.position),
+                    o.attrs.per_tier.get(t.position),
+                ) {
+                    let n = c.corrupt.load(Ordering::Relaxed) + t.backend.corrupt_reads();
+                    obs.observe(n, a);
+                }
+            }
+        },
+    );
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.breaker.transitions",
+        "{transition}",
+        "Circuit-breaker state changes, by tier and new state",
+        move |_, o, obs| {
+            observe_nonzero(obs, &o.counters.breaker, &o.attrs.breaker);
+        },
+    );
+    gauge(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.breaker.state",
+        "{state}",
+        "1 for the current circuit-breaker state of each tier that has a breaker, 0 for the others",
+        move |inner, o, obs| {
+            for t in &inner.tiers {
+                let Some(b) = &t.breaker else { continue };
+                let now = state_index(b.state());
+                for s in 0..STATES.len() {
+                    if let Some(a) = o.attrs.breaker.get(t.position * STATES.len() + s) {
+                        obs.observe(u64::from(s == now), a);
                     }
-                })
-            })
-            .build(),
-    ));
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.tier.decode_failures")
-            .with_unit("{entry}")
-            .with_description("Stored copies that failed to decode (corrupt or foreign bytes) and were removed, by tier")
-            .with_callback(move |obs| {
-                with(&w, |inner, o| {
-                    for t in &inner.tiers {
-                        if let (Some(c), Some(a)) =
-                            (inner.telemetry.stats.tier(t.position), o.attrs.per_tier.get(t.position))
-                        {
-                            let n = c.corrupt.load(Ordering::Relaxed) + t.backend.corrupt_reads();
-                            obs.observe(n, a);
-                        }
-                    }
-                })
-            })
-            .build(),
-    ));
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.breaker.transitions")
-            .with_unit("{transition}")
-            .with_description("Circuit-breaker state changes, by tier and new state")
-            .with_callback(move |obs| {
-                with(&w, |_, o| {
-                    for (v, a) in o.counters.breaker.iter().zip(&o.attrs.breaker) {
-                        let v = v.load(Ordering::Relaxed);
-                        if v > 0 {
-                            obs.observe(v, a);
-                        }
-                    }
-                })
-            })
-            .build(),
-    ));
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_gauge("layercake.breaker.state")
-            .with_unit("{state}")
-            .with_description("1 for the current circuit-breaker state of each tier that has a breaker, 0 for the others")
-            .with_callback(move |obs| {
-                with(&w, |inner, o| {
-                    for t in &inner.tiers {
-                        let Some(b) = &t.breaker else { continue };
-                        let now = state_index(b.state());
-                        for s in 0..STATES.len() {
-                            if let Some(a) = o.attrs.breaker.get(t.position * STATES.len() + s) {
-                                obs.observe(u64::from(s == now), a);
-                            }
-                        }
-                    }
-                })
-            })
-            .build(),
-    ));
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.backplane.messages.sent")
-            .with_unit("{message}")
-            .with_description("Backplane messages published after sets, deletes and invalidations")
-            .with_callback(move |obs| {
-                with(&w, |inner, o| {
-                    if inner.backplane.is_some() {
-                        obs.observe(
-                            o.counters.bp_sent.load(Ordering::Relaxed),
-                            std::slice::from_ref(&o.attrs.cache),
-                        );
-                    }
-                })
-            })
-            .build(),
-    ));
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.backplane.messages.received")
-            .with_unit("{message}")
-            .with_description("Backplane messages from other instances applied to the local tiers")
-            .with_callback(move |obs| {
-                with(&w, |inner, o| {
-                    if inner.backplane.is_some() {
-                        obs.observe(
-                            o.counters.bp_received.load(Ordering::Relaxed),
-                            std::slice::from_ref(&o.attrs.cache),
-                        );
-                    }
-                })
-            })
-            .build(),
-    ));
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.backplane.messages.dropped")
-            .with_unit("{message}")
-            .with_description("Backplane messages lost: not published (publish_failed) or missed by a lagging listener (lagged)")
-            .with_callback(move |obs| {
-                with(&w, |inner, o| {
-                    if inner.backplane.is_some() {
-                        obs.observe(o.counters.bp_publish_failed.load(Ordering::Relaxed), &o.attrs.dropped[0]);
-                        obs.observe(o.counters.bp_lagged.load(Ordering::Relaxed), &o.attrs.dropped[1]);
-                    }
-                })
-            })
-            .build(),
-    ));
+                }
+            }
+        },
+    );
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.backplane.messages.sent",
+        "{message}",
+        "Backplane messages published after sets, deletes and invalidations",
+        move |inner, o, obs| {
+            if inner.backplane.is_some() {
+                obs.observe(
+                    o.counters.bp_sent.load(Ordering::Relaxed),
+                    std::slice::from_ref(&o.attrs.cache),
+                );
+            }
+        },
+    );
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.backplane.messages.received",
+        "{message}",
+        "Backplane messages from other instances applied to the local tiers",
+        move |inner, o, obs| {
+            if inner.backplane.is_some() {
+                obs.observe(
+                    o.counters.bp_received.load(Ordering::Relaxed),
+                    std::slice::from_ref(&o.attrs.cache),
+                );
+            }
+        },
+    );
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.backplane.messages.dropped",
+        "{message}",
+        "Backplane messages lost: not published (publish_failed) or missed by a lagging listener (lagged)",
+        move |inner, o, obs| {
+            if inner.backplane.is_some() {
+                obs.observe(
+                    o.counters.bp_publish_failed.load(Ordering::Relaxed),
+                    &o.attrs.dropped[0],
+                );
+                obs.observe(
+                    o.counters.bp_lagged.load(Ordering::Relaxed),
+                    &o.attrs.dropped[1],
+                );
+            }
+        },
+    );
     let w = weak.clone();
     keep.push(Box::new(
         m.u64_observable_counter("layercake.backplane.reconnects")
@@ -976,43 +1016,39 @@ pub(crate) fn observe(inner: &Arc<Inner>, setup: OtelSetup) {
             })
             .build(),
     ));
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_gauge("layercake.write_behind.depth")
-            .with_unit("{write}")
-            .with_description("Writes waiting in a write-behind queue, by tier")
-            .with_callback(move |obs| {
-                with(&w, |inner, o| {
-                    for t in &inner.tiers {
-                        if let (Some(wb), Some(a)) =
-                            (&t.write_behind, o.attrs.per_tier.get(t.position))
-                        {
-                            obs.observe(wb.depth() as u64, a);
-                        }
-                    }
-                })
-            })
-            .build(),
-    ));
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.write_behind.fallbacks")
-            .with_unit("{write}")
-            .with_description("Writes done in line because the write-behind queue was full")
-            .with_callback(move |obs| {
-                with(&w, |inner, o| {
-                    for t in inner.tiers.iter().filter(|t| t.write_behind.is_some()) {
-                        if let (Some(v), Some(a)) = (
-                            o.counters.write_behind_full.get(t.position),
-                            o.attrs.per_tier.get(t.position),
-                        ) {
-                            obs.observe(v.load(Ordering::Relaxed), a);
-                        }
-                    }
-                })
-            })
-            .build(),
-    ));
+    gauge(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.write_behind.depth",
+        "{write}",
+        "Writes waiting in a write-behind queue, by tier",
+        move |inner, o, obs| {
+            for t in &inner.tiers {
+                if let (Some(wb), Some(a)) = (&t.write_behind, o.attrs.per_tier.get(t.position)) {
+                    obs.observe(wb.depth() as u64, a);
+                }
+            }
+        },
+    );
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.write_behind.fallbacks",
+        "{write}",
+        "Writes done in line because the write-behind queue was full",
+        move |inner, o, obs| {
+            for t in inner.tiers.iter().filter(|t| t.write_behind.is_some()) {
+                if let (Some(v), Some(a)) = (
+                    o.counters.write_behind_full.get(t.position),
+                    o.attrs.per_tier.get(t.position),
+                ) {
+                    obs.observe(v.load(Ordering::Relaxed), a);
+                }
+            }
+        },
+    );
     let w = weak.clone();
     keep.push(Box::new(
         m.u64_observable_counter("layercake.write_behind.failures")
