@@ -1,6 +1,7 @@
 //! [`MemoryBackend`]: entries kept as values in a sharded, weight-bounded quick_cache.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use layercake_core::{
@@ -31,8 +32,8 @@ fn weigh(key: &Key, entry: &Entry) -> u64 {
 #[derive(Debug, Clone, Copy)]
 struct EntryWeighter;
 
-impl Weighter<Key, Entry> for EntryWeighter {
-    fn weight(&self, key: &Key, entry: &Entry) -> u64 {
+impl Weighter<Key, Arc<Entry>> for EntryWeighter {
+    fn weight(&self, key: &Key, entry: &Arc<Entry>) -> u64 {
         weigh(key, entry)
     }
 }
@@ -59,7 +60,8 @@ impl Weighter<Key, Entry> for EntryWeighter {
 /// - bulk operations are loops over the map in the calling task (no I/O), hence
 ///   `native_bulk`.
 pub struct MemoryBackend {
-    cache: Cache<Key, Entry, EntryWeighter, DefaultHashBuilder>,
+    /// Entries are shared (`Arc`), so a read touches one reference count, not one per field.
+    cache: Cache<Key, Arc<Entry>, EntryWeighter, DefaultHashBuilder>,
     clock: SharedClock,
     max_entry_weight: u64,
 }
@@ -150,19 +152,25 @@ impl MemoryBackend {
     pub fn get_sync(&self, key: &Key) -> Option<Entry> {
         let entry = self.cache.get(key)?;
         let now = self.clock.now();
-        self.retained(key, entry, now)
+        self.retained(key, entry, now).map(|e| Entry::clone(&e))
     }
 
     /// [`get_sync`](MemoryBackend::get_sync) judged at `now` instead of reading the clock
     /// (for a caller that has just read the same clock).
     pub fn get_sync_at(&self, key: &Key, now: Timestamp) -> Option<Entry> {
+        self.get_shared_at(key, now).map(|e| Entry::clone(&e))
+    }
+
+    /// The stored entry itself, shared, if retained at `now`: the cheapest read (one
+    /// reference-count increment), for a caller that only looks at it.
+    pub fn get_shared_at(&self, key: &Key, now: Timestamp) -> Option<Arc<Entry>> {
         let entry = self.cache.get(key)?;
         self.retained(key, entry, now)
     }
 
     /// `entry` if retained at `now`, else remove it and return `None`.
     #[inline]
-    fn retained(&self, key: &Key, entry: Entry, now: Timestamp) -> Option<Entry> {
+    fn retained(&self, key: &Key, entry: Arc<Entry>, now: Timestamp) -> Option<Arc<Entry>> {
         if entry.is_retained(now) {
             return Some(entry);
         }
@@ -194,7 +202,7 @@ impl MemoryBackend {
         }
         // Cloning here (not on the first read) turns a `Vec`-backed `Bytes` into a shared one,
         // so reads never allocate.
-        self.cache.insert(key.clone(), entry.clone());
+        self.cache.insert(key.clone(), Arc::new(entry.clone()));
         Ok(())
     }
 
@@ -258,7 +266,7 @@ impl Backend for MemoryBackend {
             .map(|k| {
                 let entry = self.cache.get(k)?;
                 let now = *now.get_or_insert_with(|| self.clock.now());
-                self.retained(k, entry, now)
+                self.retained(k, entry, now).map(|e| Entry::clone(&e))
             })
             .collect())
     }

@@ -396,7 +396,7 @@ impl Cache {
     /// read it synchronously; a fresh entry carrying a decoded `T` (or a negative entry) is a
     /// hit. Anything else (miss, stale, not yet decoded) goes the general way.
     #[inline]
-    fn l1_fast_hit<T>(&self, key: &Key, now: Timestamp) -> Option<(Entry, Value<T>)>
+    fn l1_fast_hit<T>(&self, key: &Key, now: Timestamp) -> Option<(Arc<Entry>, Value<T>)>
     where
         T: Send + Sync + 'static,
     {
@@ -404,7 +404,7 @@ impl Cache {
         if tier.breaker.is_some() || tier.read_timeout.is_some() {
             return None;
         }
-        let entry = tier.memory()?.get_sync_at(key, now)?;
+        let entry = tier.memory()?.get_shared_at(key, now)?;
         if !entry.is_fresh(now) {
             return None;
         }
@@ -1121,40 +1121,25 @@ impl Cache {
         let n = self.inner.tiers.len();
         let local = self.local_tiers();
         let usable = |v: &Value<T>| accept_negative || matches!(v, Value::Some(_));
-        // 1. Every caller reads the in-process tiers.
-        let read = match self.l1_fast_hit::<T>(&key, now) {
-            Some((entry, value)) => {
-                tel.hit(&scope, 0);
-                Read {
-                    fresh: Some(Found {
-                        tier: 0,
-                        entry,
-                        value,
-                    }),
-                    stale: None,
-                    snap: self.inner.epochs.snapshot(&key),
-                    failed: TierSet::NONE,
-                }
-            }
-            None => self.read_typed::<T>(&key, now, &scope, 0..local).await,
-        };
+        // 1. Every caller reads the in-process tiers: the memory L1 synchronously when it can.
         let mut loader = Some(loader);
+        if let Some((entry, value)) = self.l1_fast_hit::<T>(&key, now)
+            && usable(&value)
+        {
+            tel.hit(&scope, 0);
+            self.refresh_if_due(&key, &entry, now, opts, &mut loader, &scope);
+            tel.finish(scope, Outcome::Hit);
+            return Ok(Lookup {
+                value: value.into_option(),
+                source: Source::Hit { tier: 0 },
+            });
+        }
+        let read = self.read_typed::<T>(&key, now, &scope, 0..local).await;
         let snap = read.snap;
         if let Some(f) = read.fresh
             && usable(&f.value)
         {
-            let d = self.decide(&key, f.entry.value.len(), f.entry.is_negative());
-            if let RefreshAhead::AfterFraction(fr) = d.refresh_ahead {
-                let ttl = f.entry.ttl().as_millis() as f64;
-                let age = now.saturating_since(f.entry.created_at).as_millis() as f64;
-                if age >= ttl * fr as f64
-                    && !self.inner.flights.in_flight(&key)
-                    && let (Role::Leader(h), Some(l)) =
-                        (self.inner.flights.join(&key), loader.take())
-                {
-                    self.spawn_load(h, key.clone(), opts.clone(), None, snap, scope.in_span(l));
-                }
-            }
+            self.refresh_if_due(&key, &f.entry, now, opts, &mut loader, &scope);
             tel.finish(scope, Outcome::Hit);
             return Ok(Lookup {
                 value: f.value.into_option(),
@@ -1277,6 +1262,38 @@ impl Cache {
         };
         tel.finish(scope, outcome);
         out
+    }
+
+    /// Refresh-ahead: past the policy's threshold, start one background load with `loader`
+    /// (unless one runs already); the caller returns its hit at once.
+    fn refresh_if_due<T, F, Fut, E>(
+        &self,
+        key: &Key,
+        entry: &Entry,
+        now: Timestamp,
+        opts: &WriteOptions,
+        loader: &mut Option<F>,
+        scope: &OpScope<'_>,
+    ) where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        let d = self.decide(key, entry.value.len(), entry.is_negative());
+        let RefreshAhead::AfterFraction(fr) = d.refresh_ahead else {
+            return;
+        };
+        let ttl = entry.ttl().as_millis() as f64;
+        let age = now.saturating_since(entry.created_at).as_millis() as f64;
+        if age >= ttl * fr as f64
+            && !self.inner.flights.in_flight(key)
+            && let Role::Leader(h) = self.inner.flights.join(key)
+            && let Some(l) = loader.take()
+        {
+            let snap = self.inner.epochs.snapshot(key);
+            self.spawn_load(h, key.clone(), opts.clone(), None, snap, scope.in_span(l));
+        }
     }
 
     /// Take the cross-instance lock, or wait for its holder's value in the shared tiers.

@@ -21,11 +21,11 @@ pub(crate) enum MemoryTier {}
 
 #[cfg(not(feature = "memory"))]
 impl MemoryTier {
-    pub(crate) fn get_sync_at(
+    pub(crate) fn get_shared_at(
         &self,
         _key: &layercake_core::Key,
         _now: layercake_core::Timestamp,
-    ) -> Option<layercake_core::Entry> {
+    ) -> Option<std::sync::Arc<layercake_core::Entry>> {
         match *self {}
     }
     pub(crate) fn set_sync(
