@@ -147,7 +147,7 @@ impl MemoryBackend {
 
     /// [`Backend::get`] without the boxed future: the entry if present and retained now.
     ///
-    /// Does not allocate: one shard read lock, one clone of the stored entry (reference-count
+    /// Does not allocate: one shard read lock, one clone of the stored entry (reference counts)
     /// and, on a hit only, one clock read.
     pub fn get_sync(&self, key: &Key) -> Option<Entry> {
         let entry = self.cache.get(key)?;
