@@ -781,6 +781,34 @@ fn observe_nonzero<A: AsRef<[KeyValue]>>(
     }
 }
 
+/// Register a counter of one backplane figure (reported only when a backplane is set).
+fn backplane_counter(
+    keep: &mut Keep,
+    m: &Meter,
+    weak: &Weak<Inner>,
+    name: &'static str,
+    unit: &'static str,
+    description: &'static str,
+    pick: fn(&Counters) -> &AtomicU64,
+) {
+    counter(
+        keep,
+        m,
+        weak,
+        name,
+        unit,
+        description,
+        move |inner, o, obs| {
+            if inner.backplane.is_some() {
+                obs.observe(
+                    pick(&o.counters).load(Ordering::Relaxed),
+                    std::slice::from_ref(&o.attrs.cache),
+                );
+            }
+        },
+    );
+}
+
 /// What an observable instrument's callback reports from the live cache.
 type Observe = dyn Fn(&Inner, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync;
 
@@ -864,20 +892,15 @@ pub(crate) fn observe(inner: &Arc<Inner>, setup: OtelSetup) {
             observe_nonzero(obs, &o.counters.ops, &o.attrs.ops);
         },
     );
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.tier.errors")
-            .with_unit("{error}")
-            .with_description(
-                "Failed tier calls (reads, writes, deletes, invalidations), by tier and error kind",
-            )
-            .with_callback(move |obs| {
-                with(&w, |_, o| {
-                    observe_nonzero(obs, &o.counters.errors, &o.attrs.errors);
-                })
-            })
-            .build(),
-    ));
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.tier.errors",
+        "{error}",
+        "Failed tier calls (reads, writes, deletes, invalidations), by tier and error kind",
+        move |_, o, obs| observe_nonzero(obs, &o.counters.errors, &o.attrs.errors),
+    );
     counter(
         &mut keep,
         m,
@@ -945,37 +968,23 @@ pub(crate) fn observe(inner: &Arc<Inner>, setup: OtelSetup) {
             }
         },
     );
-    counter(
+    backplane_counter(
         &mut keep,
         m,
         &weak,
         "layercake.backplane.messages.sent",
         "{message}",
         "Backplane messages published after sets, deletes and invalidations",
-        move |inner, o, obs| {
-            if inner.backplane.is_some() {
-                obs.observe(
-                    o.counters.bp_sent.load(Ordering::Relaxed),
-                    std::slice::from_ref(&o.attrs.cache),
-                );
-            }
-        },
+        |c| &c.bp_sent,
     );
-    counter(
+    backplane_counter(
         &mut keep,
         m,
         &weak,
         "layercake.backplane.messages.received",
         "{message}",
         "Backplane messages from other instances applied to the local tiers",
-        move |inner, o, obs| {
-            if inner.backplane.is_some() {
-                obs.observe(
-                    o.counters.bp_received.load(Ordering::Relaxed),
-                    std::slice::from_ref(&o.attrs.cache),
-                );
-            }
-        },
+        |c| &c.bp_received,
     );
     counter(
         &mut keep,
@@ -997,25 +1006,15 @@ pub(crate) fn observe(inner: &Arc<Inner>, setup: OtelSetup) {
             }
         },
     );
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.backplane.reconnects")
-            .with_unit("{reconnect}")
-            .with_description(
-                "Backplane reconnections (and lag events); each drops the local tiers",
-            )
-            .with_callback(move |obs| {
-                with(&w, |inner, o| {
-                    if inner.backplane.is_some() {
-                        obs.observe(
-                            o.counters.bp_reconnects.load(Ordering::Relaxed),
-                            std::slice::from_ref(&o.attrs.cache),
-                        );
-                    }
-                })
-            })
-            .build(),
-    ));
+    backplane_counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.backplane.reconnects",
+        "{reconnect}",
+        "Backplane reconnections (and lag events); each drops the local tiers",
+        |c| &c.bp_reconnects,
+    );
     gauge(
         &mut keep,
         m,
@@ -1049,67 +1048,53 @@ pub(crate) fn observe(inner: &Arc<Inner>, setup: OtelSetup) {
             }
         },
     );
-    let w = weak.clone();
-    keep.push(Box::new(
-        m.u64_observable_counter("layercake.write_behind.failures")
-            .with_unit("{write}")
-            .with_description(
-                "Queued writes that failed in the background (the entry is missing from that tier)",
-            )
-            .with_callback(move |obs| {
-                with(&w, |inner, o| {
-                    for t in &inner.tiers {
-                        if let (Some(wb), Some(a)) =
-                            (&t.write_behind, o.attrs.per_tier.get(t.position))
-                        {
-                            obs.observe(wb.failures.load(Ordering::Relaxed), a);
-                        }
-                    }
-                })
-            })
-            .build(),
-    ));
+    counter(
+        &mut keep,
+        m,
+        &weak,
+        "layercake.write_behind.failures",
+        "{write}",
+        "Queued writes that failed in the background (the entry is missing from that tier)",
+        move |inner, o, obs| {
+            for t in &inner.tiers {
+                if let (Some(wb), Some(a)) = (&t.write_behind, o.attrs.per_tier.get(t.position)) {
+                    obs.observe(wb.failures.load(Ordering::Relaxed), a);
+                }
+            }
+        },
+    );
     #[cfg(feature = "memory")]
     if !setup.memory.is_empty() {
         let probes = Arc::new(setup.memory);
-        let (w, p) = (weak.clone(), probes.clone());
-        keep.push(Box::new(
-            m.u64_observable_gauge("layercake.memory.entries")
-                .with_unit("{entry}")
-                .with_description("Entries held by a memory tier")
-                .with_callback(move |obs| {
-                    with(&w, |_, o| {
-                        for (pos, mem) in p.iter() {
-                            if let (Some(mem), Some(a)) =
-                                (mem.upgrade(), o.attrs.per_tier.get(*pos))
-                            {
-                                obs.observe(mem.entries() as u64, a);
-                            }
+        let memory_gauge =
+            |keep: &mut Keep,
+             name: &'static str,
+             unit: &'static str,
+             description: &'static str,
+             read: fn(&layercake_memory::MemoryBackend) -> u64| {
+                let p = probes.clone();
+                gauge(keep, m, &weak, name, unit, description, move |_, o, obs| {
+                    for (pos, mem) in p.iter() {
+                        if let (Some(mem), Some(a)) = (mem.upgrade(), o.attrs.per_tier.get(*pos)) {
+                            obs.observe(read(&mem), a);
                         }
-                    })
-                })
-                .build(),
-        ));
-        let (w, p) = (weak.clone(), probes);
-        keep.push(Box::new(
-            m.u64_observable_gauge("layercake.memory.size")
-                .with_unit("By")
-                .with_description(
-                    "Weighted bytes held by a memory tier (keys, values and overhead)",
-                )
-                .with_callback(move |obs| {
-                    with(&w, |_, o| {
-                        for (pos, mem) in p.iter() {
-                            if let (Some(mem), Some(a)) =
-                                (mem.upgrade(), o.attrs.per_tier.get(*pos))
-                            {
-                                obs.observe(mem.weighted_bytes(), a);
-                            }
-                        }
-                    })
-                })
-                .build(),
-        ));
+                    }
+                });
+            };
+        memory_gauge(
+            &mut keep,
+            "layercake.memory.entries",
+            "{entry}",
+            "Entries held by a memory tier",
+            |mem| mem.entries() as u64,
+        );
+        memory_gauge(
+            &mut keep,
+            "layercake.memory.size",
+            "By",
+            "Weighted bytes held by a memory tier (keys, values and overhead)",
+            |mem| mem.weighted_bytes(),
+        );
     }
     #[cfg(not(feature = "memory"))]
     let _ = setup;
