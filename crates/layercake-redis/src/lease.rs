@@ -12,7 +12,6 @@
 //! usual. Breaking the connection then would only make every cancellation cost a reconnect;
 //! if the reply was in fact lost, the next request on the connection times out and breaks it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::time::Instant;
@@ -24,14 +23,14 @@ use tokio::time::Instant;
 ///   connection is marked broken;
 /// - dropped without `settle` before the deadline (cancelled by the caller): left as it is;
 /// - `settle(true)`: marked broken; `settle(false)`: left as it is.
-pub(crate) struct Lease {
-    broken: Option<Arc<AtomicBool>>,
+pub(crate) struct Lease<'a> {
+    broken: Option<&'a AtomicBool>,
     deadline: Instant,
 }
 
-impl Lease {
+impl<'a> Lease<'a> {
     /// A lease on the connection whose flag is `broken`, for a request due by `deadline`.
-    pub(crate) fn new(broken: Arc<AtomicBool>, deadline: Instant) -> Lease {
+    pub(crate) fn new(broken: &'a AtomicBool, deadline: Instant) -> Lease<'a> {
         Lease {
             broken: Some(broken),
             deadline,
@@ -48,7 +47,7 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let Some(b) = self.broken.take()
             && Instant::now() >= self.deadline
@@ -62,20 +61,21 @@ impl Drop for Lease {
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
     use std::time::Duration;
 
     #[test]
     fn a_lease_abandoned_at_its_deadline_breaks_the_connection() {
         let flag = Arc::new(AtomicBool::new(false));
         let later = Instant::now() + Duration::from_secs(60);
-        Lease::new(flag.clone(), later).settle(false);
+        Lease::new(&flag, later).settle(false);
         assert!(!flag.load(Ordering::Relaxed), "answered");
-        drop(Lease::new(flag.clone(), later));
+        drop(Lease::new(&flag, later));
         assert!(!flag.load(Ordering::Relaxed), "cancelled by the caller");
-        drop(Lease::new(flag.clone(), Instant::now()));
+        drop(Lease::new(&flag, Instant::now()));
         assert!(flag.load(Ordering::Relaxed), "abandoned at the deadline");
         let flag = Arc::new(AtomicBool::new(false));
-        Lease::new(flag.clone(), later).settle(true);
+        Lease::new(&flag, later).settle(true);
         assert!(flag.load(Ordering::Relaxed), "timed out inside redis-rs");
     }
 }

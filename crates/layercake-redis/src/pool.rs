@@ -3,7 +3,8 @@
 //! bb8-redis's manager is not used: its `has_broken` always answers `false`, so after a Redis
 //! restart every pooled connection stays dead in the pool (a wedged pool), and it connects
 //! without a connect or response timeout. This manager:
-//! - connects with the configured connect and response timeouts;
+//! - connects with the configured connect timeout; the round trip is bounded by the operation
+//!   deadline of the request (one timer per request, not a second one inside redis-rs);
 //! - marks a connection broken when a command on it failed with a connection-level error or
 //!   timed out, or was abandoned at the operation timeout (see [`Lease`](crate::lease::Lease)),
 //!   so bb8 drops it (on its next return) and opens a fresh one: a connection that may hold

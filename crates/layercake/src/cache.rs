@@ -253,6 +253,16 @@ struct Prepared {
     decoded: Option<Arc<dyn Any + Send + Sync>>,
 }
 
+/// What the synchronous L1 read found.
+enum L1Fast<T> {
+    /// A fresh entry with a decoded `T` (or a negative entry).
+    Hit(Arc<Entry>, Value<T>),
+    /// L1 is a plain memory tier and holds nothing for the key.
+    Absent,
+    /// Anything else: read L1 the general way.
+    Other,
+}
+
 struct Read<V> {
     fresh: Option<Found<V>>,
     stale: Option<Found<V>>,
@@ -367,15 +377,24 @@ impl Cache {
             }
         };
         let now = self.inner.clock.now();
-        if let Some((_, value)) = self.l1_fast_hit::<T>(&key, now) {
-            tel.hit(&scope, 0);
-            tel.finish(scope, Outcome::Hit);
-            return Ok(value.into_option().map(|value| Lookup {
-                value,
-                source: Source::Hit { tier: 0 },
-            }));
-        }
-        let read = self.read_typed::<T>(&key, now, &scope, 0..usize::MAX).await;
+        let first = match self.l1_fast::<T>(&key, now) {
+            L1Fast::Hit(_, value) => {
+                tel.hit(&scope, 0);
+                tel.finish(scope, Outcome::Hit);
+                return Ok(value.into_option().map(|value| Lookup {
+                    value,
+                    source: Source::Hit { tier: 0 },
+                }));
+            }
+            L1Fast::Absent => {
+                tel.miss(&scope, 0);
+                1
+            }
+            L1Fast::Other => 0,
+        };
+        let read = self
+            .read_typed::<T>(&key, now, &scope, first..usize::MAX)
+            .await;
         match read.fresh {
             Some(f) => {
                 tel.finish(scope, Outcome::Hit);
@@ -394,25 +413,36 @@ impl Cache {
 
     /// The L1 hit path without a future: when L1 is a memory tier without timeout or breaker,
     /// read it synchronously; a fresh entry carrying a decoded `T` (or a negative entry) is a
-    /// hit. Anything else (miss, stale, not yet decoded) goes the general way.
+    /// hit, no entry at all is [`L1Fast::Absent`] (the read goes on from L2, not asking L1
+    /// again). Anything else (stale, not yet decoded, another kind of L1) goes the general
+    /// way.
     #[inline]
-    fn l1_fast_hit<T>(&self, key: &Key, now: Timestamp) -> Option<(Arc<Entry>, Value<T>)>
+    fn l1_fast<T>(&self, key: &Key, now: Timestamp) -> L1Fast<T>
     where
         T: Send + Sync + 'static,
     {
-        let tier = self.inner.tiers.first()?;
+        let Some(tier) = self.inner.tiers.first() else {
+            return L1Fast::Other;
+        };
         if tier.breaker.is_some() || tier.read_timeout.is_some() {
-            return None;
+            return L1Fast::Other;
         }
-        let entry = tier.memory()?.get_shared_at(key, now)?;
+        let Some(mem) = tier.memory() else {
+            return L1Fast::Other;
+        };
+        let Some(entry) = mem.get_shared_at(key, now) else {
+            return L1Fast::Absent;
+        };
         if !entry.is_fresh(now) {
-            return None;
+            return L1Fast::Other;
         }
         if entry.is_negative() {
-            return Some((entry, Value::Negative));
+            return L1Fast::Hit(entry, Value::Negative);
         }
-        let value = entry.decoded()?.clone().downcast::<T>().ok()?;
-        Some((entry, Value::Some(value)))
+        match entry.decoded().map(|d| d.clone().downcast::<T>()) {
+            Some(Ok(value)) => L1Fast::Hit(entry, Value::Some(value)),
+            _ => L1Fast::Other,
+        }
     }
 
     /// Read through the tiers in `range`, decode, promote. Never fails: tier errors fall
@@ -652,6 +682,12 @@ impl Cache {
             // key and overwrite it. If the key changed while the fill was written, delete the
             // copy; if a change arrives later (a backplane message), the listener deletes it.
             let _serial = epochs.fill_lock(key).write().await;
+            // A backplane message applied while this fill waited for the lock has changed the
+            // epoch: writing now would put the old value where the other instance just
+            // deleted it, visible until the undo below.
+            if epochs.changed_since(key, snap) {
+                return Ok(false);
+            }
             self.inner.recent_fills.record(key, 1 << tier.position);
             let written = tier
                 .call(&self.inner.telemetry, true, tier.backend.set(key, &entry))
@@ -1123,18 +1159,23 @@ impl Cache {
         let usable = |v: &Value<T>| accept_negative || matches!(v, Value::Some(_));
         // 1. Every caller reads the in-process tiers: the memory L1 synchronously when it can.
         let mut loader = Some(loader);
-        if let Some((entry, value)) = self.l1_fast_hit::<T>(&key, now)
-            && usable(&value)
-        {
-            tel.hit(&scope, 0);
-            self.refresh_if_due(&key, &entry, now, opts, &mut loader, &scope);
-            tel.finish(scope, Outcome::Hit);
-            return Ok(Lookup {
-                value: value.into_option(),
-                source: Source::Hit { tier: 0 },
-            });
-        }
-        let read = self.read_typed::<T>(&key, now, &scope, 0..local).await;
+        let first = match self.l1_fast::<T>(&key, now) {
+            L1Fast::Hit(entry, value) if usable(&value) => {
+                tel.hit(&scope, 0);
+                self.refresh_if_due(&key, &entry, now, opts, &mut loader, &scope);
+                tel.finish(scope, Outcome::Hit);
+                return Ok(Lookup {
+                    value: value.into_option(),
+                    source: Source::Hit { tier: 0 },
+                });
+            }
+            L1Fast::Absent => {
+                tel.miss(&scope, 0);
+                1
+            }
+            L1Fast::Hit(..) | L1Fast::Other => 0,
+        };
+        let read = self.read_typed::<T>(&key, now, &scope, first..local).await;
         let snap = read.snap;
         if let Some(f) = read.fresh
             && usable(&f.value)

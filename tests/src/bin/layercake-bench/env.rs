@@ -38,7 +38,9 @@ pub(crate) struct Env {
     pub(crate) dir: tempfile::TempDir,
     /// Raw redis-rs multiplexed connection (the baseline of L2).
     pub(crate) raw_redis: redis::aio::MultiplexedConnection,
-    /// Raw tokio-postgres client (the baseline of L3).
+    /// The PostgreSQL connection string.
+    pub(crate) database_url: String,
+    /// Raw tokio-postgres client (the baseline of the set through all tiers).
     pub(crate) raw_pg: Arc<tokio_postgres::Client>,
 }
 
@@ -96,6 +98,7 @@ impl Env {
             dir,
             raw_redis,
             raw_pg: Arc::new(raw_pg),
+            database_url,
         })
     }
 
