@@ -133,7 +133,12 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 /// A shared, type-erased backend.
 pub type DynBackend = Arc<dyn Backend>;
 
-#[async_trait]
+/// The future of a forwarded call: the inner backend's own boxed future, returned as is.
+type Fwd<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>;
+
+/// Forwards every call to the shared backend. The async methods hand back the inner backend's
+/// boxed future itself instead of boxing another one around it: a tier is an `Arc<dyn
+/// Backend>`, and a second allocation and dynamic call per operation measured ~0.1 µs.
 impl<B: Backend + ?Sized> Backend for Arc<B> {
     fn kind(&self) -> &'static str {
         (**self).kind()
@@ -141,35 +146,84 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
     fn capability(&self) -> Capability {
         (**self).capability()
     }
-    async fn get(&self, key: &Key) -> Result<Option<Entry>> {
-        (**self).get(key).await
+    fn get<'s, 'k, 'f>(&'s self, key: &'k Key) -> Fwd<'f, Option<Entry>>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        (**self).get(key)
     }
-    async fn set(&self, key: &Key, entry: &Entry) -> Result<()> {
-        (**self).set(key, entry).await
+    fn set<'s, 'k, 'e, 'f>(&'s self, key: &'k Key, entry: &'e Entry) -> Fwd<'f, ()>
+    where
+        's: 'f,
+        'k: 'f,
+        'e: 'f,
+        Self: 'f,
+    {
+        (**self).set(key, entry)
     }
-    async fn delete(&self, key: &Key) -> Result<()> {
-        (**self).delete(key).await
+    fn delete<'s, 'k, 'f>(&'s self, key: &'k Key) -> Fwd<'f, ()>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        (**self).delete(key)
     }
-    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>> {
-        (**self).get_many(keys).await
+    fn get_many<'s, 'k, 'f>(&'s self, keys: &'k [Key]) -> Fwd<'f, Vec<Option<Entry>>>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        (**self).get_many(keys)
     }
-    async fn set_many(&self, items: &[(Key, Entry)]) -> Result<()> {
-        (**self).set_many(items).await
+    fn set_many<'s, 'i, 'f>(&'s self, items: &'i [(Key, Entry)]) -> Fwd<'f, ()>
+    where
+        's: 'f,
+        'i: 'f,
+        Self: 'f,
+    {
+        (**self).set_many(items)
     }
-    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
-        (**self).delete_many(keys).await
+    fn delete_many<'s, 'k, 'f>(&'s self, keys: &'k [Key]) -> Fwd<'f, ()>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        (**self).delete_many(keys)
     }
-    async fn invalidate(&self, selector: &Selector) -> Result<()> {
-        (**self).invalidate(selector).await
+    fn invalidate<'s, 'x, 'f>(&'s self, selector: &'x Selector) -> Fwd<'f, ()>
+    where
+        's: 'f,
+        'x: 'f,
+        Self: 'f,
+    {
+        (**self).invalidate(selector)
     }
-    async fn clear(&self) -> Result<()> {
-        (**self).clear().await
+    fn clear<'s, 'f>(&'s self) -> Fwd<'f, ()>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        (**self).clear()
     }
-    async fn health(&self) -> Result<()> {
-        (**self).health().await
+    fn health<'s, 'f>(&'s self) -> Fwd<'f, ()>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        (**self).health()
     }
-    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
-        (**self).keys_with_prefix(prefix, limit).await
+    fn keys_with_prefix<'s, 'p, 'f>(&'s self, prefix: &'p str, limit: usize) -> Fwd<'f, Vec<Key>>
+    where
+        's: 'f,
+        'p: 'f,
+        Self: 'f,
+    {
+        (**self).keys_with_prefix(prefix, limit)
     }
     fn corrupt_reads(&self) -> u64 {
         (**self).corrupt_reads()

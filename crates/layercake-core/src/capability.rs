@@ -27,6 +27,11 @@ pub struct Capability {
     pub durable: bool,
     /// The largest value (envelope) the backend accepts, if bounded.
     pub max_value_bytes: Option<usize>,
+    /// `get` bounds itself: every call returns (a value, a miss, or a `Timeout` /
+    /// `Unavailable` error) within this duration. The composer then arms no timer of its own
+    /// around a tier's `get` when the tier's read timeout is not shorter (one timer per read,
+    /// not two). `None`: unbounded, the composer's timer applies.
+    pub get_timeout: Option<std::time::Duration>,
 }
 
 impl Capability {
@@ -42,6 +47,7 @@ impl Capability {
         shared: false,
         durable: false,
         max_value_bytes: None,
+        get_timeout: None,
     };
 }
 

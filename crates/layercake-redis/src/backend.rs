@@ -105,6 +105,13 @@ impl RedisBackend {
             .then_some(entry))
     }
 
+    /// [`heal`](Self::heal) one key, given up at `deadline` (the bytes stay and the next read
+    /// reports them again). Boxed: the rare path stays out of `get`'s future.
+    async fn heal_until(&self, deadline: tokio::time::Instant, redis_key: String) {
+        let heal = Box::pin(self.heal(vec![redis_key]));
+        let _ = tokio::time::timeout_at(deadline, heal).await;
+    }
+
     async fn heal(&self, redis_keys: Vec<String>) {
         if redis_keys.is_empty() {
             return;
@@ -317,10 +324,14 @@ impl Backend for RedisBackend {
         c.shared = true;
         c.durable = false;
         c.max_value_bytes = Some(512 * 1024 * 1024);
+        c.get_timeout = Some(self.inner.config.operation_timeout);
         c
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Entry>> {
+        // The whole call, healing included, stays within one operation timeout
+        // (`Capability::get_timeout`).
+        let deadline = tokio::time::Instant::now() + self.inner.config.operation_timeout;
         let rk = self.inner.layout.entry(key);
         let mut c = redis::cmd("GET");
         c.arg(&rk);
@@ -328,7 +339,7 @@ impl Backend for RedisBackend {
             Ok(b) => b,
             // A key of another type under our prefix is corruption too.
             Err(e) if e.kind() == ErrorKind::Corrupt => {
-                self.heal(vec![rk]).await;
+                self.heal_until(deadline, rk).await;
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -337,7 +348,7 @@ impl Backend for RedisBackend {
         match self.decode(key, bytes) {
             Ok(entry) => Ok(entry),
             Err(_) => {
-                self.heal(vec![rk]).await;
+                self.heal_until(deadline, rk).await;
                 Ok(None)
             }
         }

@@ -107,7 +107,11 @@ impl Breaker {
 
     /// Record a success; returns the new state if it changed.
     pub(crate) fn success(&self) -> Option<BreakerState> {
-        self.failures.store(0, Ordering::Relaxed);
+        // Read first: an unconditional store on every success would bounce the cache line
+        // between the cores of every caller.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
         if self.open_until.load(Ordering::Acquire) != 0 {
             self.open_until.store(0, Ordering::Release);
             self.probing.store(false, Ordering::Release);

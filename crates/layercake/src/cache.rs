@@ -514,7 +514,7 @@ impl Cache {
         let range = range.start.min(inner.tiers.len())..range.end.min(inner.tiers.len());
         for tier in &inner.tiers[range] {
             let i = tier.position;
-            let entry = match tier.call(tel, false, tier.backend.get(key)).await {
+            let entry = match tier.get(tel, key).await {
                 Ok(Some(e)) => e,
                 Ok(None) => {
                     tel.miss(scope, i);

@@ -151,6 +151,9 @@ pub(crate) struct Tier {
     pub(crate) kind: &'static str,
     pub(crate) capability: Capability,
     pub(crate) read_timeout: Option<Duration>,
+    /// The timer armed around `get`: `read_timeout`, unless the backend bounds its `get` by
+    /// itself within it ([`Capability::get_timeout`]).
+    pub(crate) get_timer: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) breaker: Option<Breaker>,
     pub(crate) scope: Scope,
@@ -196,13 +199,18 @@ impl Tier {
             _ if !backend.capability().shared => Scope::Process,
             _ => Scope::Shared,
         });
+        let capability = backend.capability();
         Tier {
             name: Arc::from(opts.name.unwrap_or_else(|| format!("l{}", position + 1))),
             position,
-            capability: backend.capability(),
+            capability,
             kind,
             backend,
             read_timeout: opts.read_timeout.unwrap_or(default_read),
+            get_timer: get_timer(
+                opts.read_timeout.unwrap_or(default_read),
+                capability.get_timeout,
+            ),
             write_timeout: opts.write_timeout.unwrap_or(default_write),
             breaker: opts.breaker.unwrap_or(default_breaker).map(Breaker::new),
             scope,
@@ -230,6 +238,35 @@ impl Tier {
     where
         F: Future<Output = Result<T>>,
     {
+        let timeout = if write {
+            self.write_timeout
+        } else {
+            self.read_timeout
+        };
+        self.call_within(telemetry, write, timeout, fut).await
+    }
+
+    /// The tier's `get` of `key`, through [`call`](Tier::call) with the `get` timer.
+    pub(crate) async fn get(
+        &self,
+        telemetry: &Telemetry,
+        key: &layercake_core::Key,
+    ) -> Result<Option<layercake_core::Entry>> {
+        self.call_within(telemetry, false, self.get_timer, self.backend.get(key))
+            .await
+    }
+
+    /// [`call`](Tier::call) with an explicit timeout.
+    async fn call_within<T, F>(
+        &self,
+        telemetry: &Telemetry,
+        write: bool,
+        timeout: Option<Duration>,
+        fut: F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
         let permit = match &self.breaker {
             Some(b) => b.permit(),
             None => Permit::Pass,
@@ -249,11 +286,6 @@ impl Tier {
             } else {
                 None
             },
-        };
-        let timeout = if write {
-            self.write_timeout
-        } else {
-            self.read_timeout
         };
         let res = match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
@@ -302,5 +334,13 @@ impl Tier {
                 Err(e)
             }
         }
+    }
+}
+
+/// The timer for a tier's `get`: none when the backend's own bound is within the read timeout.
+fn get_timer(read_timeout: Option<Duration>, backend_bound: Option<Duration>) -> Option<Duration> {
+    match (read_timeout, backend_bound) {
+        (Some(t), Some(b)) if b <= t => None,
+        (t, _) => t,
     }
 }
