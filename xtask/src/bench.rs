@@ -20,6 +20,11 @@ pub(crate) struct Args {
     /// Run a short version of every benchmark (a smoke run, not a measurement).
     #[arg(long)]
     quick: bool,
+    /// The runtime of the benchmark: `current` (default: the client on one CPU, the servers on
+    /// the others; repeatable on a small machine) or `multi` (one worker per CPU, as a service
+    /// runs).
+    #[arg(long, default_value = "current")]
+    runtime: String,
 }
 
 /// Ensures the services, then runs `layercake-bench` in release mode.
@@ -37,13 +42,14 @@ pub(crate) fn run(sh: &Shell, args: &Args) -> Result<()> {
     sh.set_var("DATABASE_URL", &endpoints.database_url);
 
     let quick: &[&str] = if args.quick { &["--quick"] } else { &[] };
+    let runtime = &args.runtime;
     banner(&format!(
-        "cargo run --release -p {PACKAGE} --bin {BIN} -- {}--out target/bench",
+        "cargo run --release -p {PACKAGE} --bin {BIN} -- {}--runtime {runtime} --out target/bench",
         if args.quick { "--quick " } else { "" }
     ));
     cmd!(
         sh,
-        "cargo run --release -p {PACKAGE} --bin {BIN} -- {quick...} --out target/bench"
+        "cargo run --release -p {PACKAGE} --bin {BIN} -- {quick...} --runtime {runtime} --out target/bench"
     )
     .run()?;
     println!("\nreports are in target/bench");

@@ -53,6 +53,32 @@ struct Args {
     /// stampede.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The Tokio runtime the benchmark runs on (see docs/benchmarks.md, "How it measures").
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Current)]
+    runtime: RuntimeKind,
+}
+
+/// Which Tokio runtime runs the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeKind {
+    /// One thread: the client keeps one CPU and the servers (Redis, PostgreSQL, on the same
+    /// machine) the others, as when they run on other hosts; repeatable on two CPUs.
+    Current,
+    /// One worker per CPU, as a service runs; on a machine that also runs the servers, the
+    /// client and the servers share every CPU and the placement of the servers moves the
+    /// figures between runs.
+    Multi,
+}
+
+impl RuntimeKind {
+    fn describe(self, cpus: usize) -> String {
+        match self {
+            RuntimeKind::Current => "Tokio current-thread runtime (the client on one CPU, the \
+                                     servers on the others)"
+                .to_owned(),
+            RuntimeKind::Multi => format!("Tokio multi-thread runtime, {cpus} workers"),
+        }
+    }
 }
 
 /// How much each section runs.
@@ -101,13 +127,18 @@ fn main() -> Result<()> {
     let mut machine = Machine::describe();
     let started = machine::now_utc();
     let t0 = Instant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(machine.cpus.max(1))
-        .enable_all()
-        .build()?;
+    let rt = match args.runtime {
+        RuntimeKind::Current => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        RuntimeKind::Multi => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(machine.cpus.max(1))
+            .enable_all()
+            .build()?,
+    };
     let quick = args.quick;
     let only = args.only.clone();
-    // Everything runs in a spawned task, on the runtime's workers, as a service's handlers do.
+    // Everything runs in a spawned task, as a service's handlers do.
     let (results, versions) =
         rt.block_on(
             async move { tokio::spawn(async move { run_all(quick, &only).await }).await },
@@ -117,7 +148,12 @@ fn main() -> Result<()> {
     machine.load_end = machine::load();
     let secs = t0.elapsed().as_secs_f64();
 
-    let ratios_path = args.out.join(format!("ratios-{mode}.tsv"));
+    // Ratios of a multi-thread run are compared with the previous multi-thread run only.
+    let suffix = match args.runtime {
+        RuntimeKind::Current => "",
+        RuntimeKind::Multi => "-multi",
+    };
+    let ratios_path = args.out.join(format!("ratios-{mode}{suffix}.tsv"));
     let previous = report::read_previous(&ratios_path);
     let chart_name = "headline-ratios.svg";
     if let Err(e) = chart::draw(
@@ -134,6 +170,7 @@ fn main() -> Result<()> {
         machine: &machine,
         previous: &previous,
         chart: chart_name,
+        runtime: args.runtime.describe(machine.cpus),
     };
     let text = report::render(&run, &results);
     std::fs::write(args.out.join("report.md"), &text)?;

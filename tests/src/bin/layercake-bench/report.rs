@@ -51,6 +51,8 @@ pub(crate) struct Run<'a> {
     pub(crate) previous: &'a Previous,
     /// File name of the chart, next to the report.
     pub(crate) chart: &'a str,
+    /// The runtime the benchmark ran on.
+    pub(crate) runtime: String,
 }
 
 fn verdict(c: &Comparison) -> String {
@@ -131,7 +133,9 @@ pub(crate) fn render(run: &Run<'_>, results: &Results) -> String {
          policy), so the read really misses L1 and hits the tier below. Caches use the default \
          JSON codec and OpenTelemetry disabled unless a row says otherwise.\n\
          - Baselines read the very same bytes: the raw `GET` reads the Redis key the tier wrote, \
-         the raw `SELECT` the same row, `std::fs::read` the same file.\n"
+         the raw `SELECT` the same row, `std::fs::read` the same file.\n\
+         - Runtime: {}; every side runs in a spawned task.\n",
+        run.runtime
     );
 
     let _ = writeln!(s, "## Targets\n");
