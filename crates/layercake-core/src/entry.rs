@@ -60,7 +60,7 @@ pub struct Entry {
     pub compression: Compression,
     /// Flags such as [`EntryFlags::NEGATIVE`].
     pub flags: EntryFlags,
-    decoded: Option<Arc<dyn Any + Send + Sync>>,
+    pub(crate) decoded: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Entry {

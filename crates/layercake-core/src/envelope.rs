@@ -313,19 +313,19 @@ fn decode_parts(bytes: Bytes, limits: &EnvelopeLimits) -> Result<(Bytes, Entry)>
         let t = std::str::from_utf8(&bytes[r]).map_err(|_| Error::corrupt("tag is not UTF-8"))?;
         tags.push(t.to_owned());
     }
-    let created_at = Timestamp(u64_at(&bytes, 8));
-    let entry = Entry::new(
-        bytes.slice(pos..body_end),
-        created_at,
-        std::time::Duration::ZERO,
-    );
-    let mut entry = entry
-        .with_version(h.version)
-        .with_encoding(format, compression)
-        .with_flags(EntryFlags(flags));
-    entry.expires_at = h.expires_at;
-    entry.stale_until = h.stale_until;
-    entry.tags = Arc::from(tags);
+    // Built field by field: `Entry::new` would allocate an empty tag list only to replace it.
+    let entry = Entry {
+        value: bytes.slice(pos..body_end),
+        created_at: Timestamp(u64_at(&bytes, 8)),
+        expires_at: h.expires_at,
+        stale_until: h.stale_until,
+        version: h.version,
+        tags: Arc::from(tags),
+        format,
+        compression,
+        flags: EntryFlags(flags),
+        decoded: None,
+    };
     Ok((bytes.slice(key_range), entry))
 }
 

@@ -332,14 +332,13 @@ impl Backend for RedisBackend {
         // The whole call, healing included, stays within one operation timeout
         // (`Capability::get_timeout`).
         let deadline = tokio::time::Instant::now() + self.inner.config.operation_timeout;
-        let rk = self.inner.layout.entry(key);
         let mut c = redis::cmd("GET");
-        c.arg(&rk);
+        c.arg(self.inner.layout.entry_arg(key));
         let bytes: Option<Vec<u8>> = match self.inner.redis.cmd("GET", &c).await {
             Ok(b) => b,
             // A key of another type under our prefix is corruption too.
             Err(e) if e.kind() == ErrorKind::Corrupt => {
-                self.heal_until(deadline, rk).await;
+                self.heal_until(deadline, self.inner.layout.entry(key)).await;
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -348,7 +347,7 @@ impl Backend for RedisBackend {
         match self.decode(key, bytes) {
             Ok(entry) => Ok(entry),
             Err(_) => {
-                self.heal_until(deadline, rk).await;
+                self.heal_until(deadline, self.inner.layout.entry(key)).await;
                 Ok(None)
             }
         }

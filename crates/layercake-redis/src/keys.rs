@@ -12,6 +12,25 @@
 use layercake_core::envelope::{self, HeaderInfo};
 use layercake_core::{Error, Key, Result};
 
+/// An entry's Redis key (`prefix + key`) as one command argument.
+pub(crate) struct EntryArg<'a> {
+    prefix: &'a str,
+    key: &'a str,
+}
+
+impl redis::ToRedisArgs for EntryArg<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        use std::io::Write;
+        let mut w = out.writer_for_next_arg();
+        // Writing into the command's own buffer cannot fail.
+        let _ = w.write_all(self.prefix.as_bytes());
+        let _ = w.write_all(self.key.as_bytes());
+    }
+}
+
 /// The key layout of one cache.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
@@ -27,6 +46,15 @@ impl Layout {
 
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Where the entry for `key` lives, as a command argument written in place (no `String`
+    /// is built for it: a `GET` is the hottest path of the tier).
+    pub(crate) fn entry_arg<'a>(&'a self, key: &'a Key) -> EntryArg<'a> {
+        EntryArg {
+            prefix: &self.prefix,
+            key: key.as_str(),
+        }
     }
 
     /// Where the entry for `key` lives.
@@ -123,6 +151,20 @@ mod tests {
     use super::*;
     use layercake_core::{Entry, EnvelopeLimits, Timestamp};
     use std::time::Duration;
+
+    #[test]
+    fn an_entry_argument_is_the_entry_key_as_one_argument() {
+        let l = Layout::new("lc:c:");
+        let k = Key::new("doc:ü/1").unwrap();
+        let written = redis::cmd("GET").arg(l.entry_arg(&k)).get_packed_command();
+        let built = redis::cmd("GET").arg(l.entry(&k)).get_packed_command();
+        assert_eq!(written, built);
+        assert!(
+            String::from_utf8_lossy(&written).contains("$13\r\nlc:c:doc:ü/1\r\n"),
+            "{}",
+            String::from_utf8_lossy(&written)
+        );
+    }
 
     #[test]
     fn layout_keeps_entries_and_tags_apart() {
