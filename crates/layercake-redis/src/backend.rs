@@ -338,7 +338,8 @@ impl Backend for RedisBackend {
             Ok(b) => b,
             // A key of another type under our prefix is corruption too.
             Err(e) if e.kind() == ErrorKind::Corrupt => {
-                self.heal_until(deadline, self.inner.layout.entry(key)).await;
+                self.heal_until(deadline, self.inner.layout.entry(key))
+                    .await;
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -347,7 +348,8 @@ impl Backend for RedisBackend {
         match self.decode(key, bytes) {
             Ok(entry) => Ok(entry),
             Err(_) => {
-                self.heal_until(deadline, self.inner.layout.entry(key)).await;
+                self.heal_until(deadline, self.inner.layout.entry(key))
+                    .await;
                 Ok(None)
             }
         }

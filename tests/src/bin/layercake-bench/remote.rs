@@ -108,6 +108,26 @@ impl Op for RawGet {
     }
 }
 
+/// A raw redis-rs `GET` followed by the envelope check and decode the tier does (checksum,
+/// header, key): how much of the tier's cost is the integrity check every tier pays.
+#[derive(Clone)]
+struct RawGetDecode {
+    conn: redis::aio::MultiplexedConnection,
+    keys: Visit<(String, Key)>,
+}
+
+impl Op for RawGetDecode {
+    async fn run(&self, i: u64) {
+        let (raw, key) = self.keys.at(i);
+        let mut c = self.conn.clone();
+        let v: redis::RedisResult<Option<Vec<u8>>> =
+            redis::cmd("GET").arg(raw).query_async(&mut c).await;
+        if let Ok(Some(bytes)) = v {
+            let _ = black_box(layercake_core::envelope::decode(key, bytes.into()));
+        }
+    }
+}
+
 /// `Cache::get` of a `Doc`.
 #[derive(Clone)]
 struct CacheGet {
@@ -366,6 +386,19 @@ async fn l2_inflight(env: &Env, results: &mut Results, plan: Plan) -> Result<()>
         order: order.clone(),
         keys: Arc::new(keys),
     };
+    let decode_op = RawGetDecode {
+        conn: env.raw_redis.clone(),
+        keys: Visit {
+            order: order.clone(),
+            keys: Arc::new(
+                raw_keys
+                    .iter()
+                    .cloned()
+                    .zip(built.iter().cloned())
+                    .collect(),
+            ),
+        },
+    };
     let raw_op = RawGet {
         conn: env.raw_redis.clone(),
         keys: visit(raw_keys),
@@ -399,6 +432,10 @@ async fn l2_inflight(env: &Env, results: &mut Results, plan: Plan) -> Result<()>
             "RedisBackend::get ×64 (multiplexed), no composer",
             move |start, n| Box::pin(fan_out(start, n, TASKS, backend_op.clone())),
         ),
+        Side::new(
+            "redis-rs GET + envelope decode ×64, no backend",
+            move |start, n| Box::pin(fan_out(start, n, TASKS, decode_op.clone())),
+        ),
     ];
     let m = interleave(plan, sides).await?;
     let group = "L2 hit (L1 miss), 64 in flight";
@@ -420,6 +457,9 @@ async fn l2_inflight(env: &Env, results: &mut Results, plan: Plan) -> Result<()>
             .throughput()
             .target(L2_INFLIGHT_TARGET, t),
     );
+    results
+        .comparisons
+        .push(Comparison::new(group, "l2.64.raw_decode", &m[0], &m[4]).throughput());
     Ok(())
 }
 
