@@ -334,7 +334,7 @@ impl Backend for RedisBackend {
         let deadline = tokio::time::Instant::now() + self.inner.config.operation_timeout;
         let mut c = redis::cmd("GET");
         c.arg(self.inner.layout.entry_arg(key));
-        let bytes: Option<Vec<u8>> = match self.inner.redis.cmd("GET", &c).await {
+        let bytes: Option<Vec<u8>> = match self.inner.redis.cmd_until("GET", &c, deadline).await {
             Ok(b) => b,
             // A key of another type under our prefix is corruption too.
             Err(e) if e.kind() == ErrorKind::Corrupt => {

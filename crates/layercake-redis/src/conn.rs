@@ -175,6 +175,17 @@ impl Redis {
         self.run(op, Req::Cmd(cmd)).await
     }
 
+    /// Run one command due by `deadline` (at most one operation timeout away), for a caller
+    /// that bounds more than the command by the same deadline.
+    pub(crate) async fn cmd_until<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &Cmd,
+        deadline: Instant,
+    ) -> Result<T> {
+        self.run_until(op, Req::Cmd(cmd), deadline).await
+    }
+
     /// Run one pipeline (standalone, or all of its keys on one slot).
     pub(crate) async fn pipe<T: FromRedisValue>(
         &self,
@@ -198,7 +209,17 @@ impl Redis {
     /// - A request that timed out, or was abandoned at the deadline, breaks its connection
     ///   (see [`Lease`]): it is never used again. One cancelled by the caller earlier does not.
     async fn run<T: FromRedisValue>(&self, op: &'static str, req: Req<'_>) -> Result<T> {
-        let deadline = Instant::now() + self.op_timeout;
+        self.run_until(op, req, Instant::now() + self.op_timeout)
+            .await
+    }
+
+    /// [`run`](Redis::run) with the deadline given.
+    async fn run_until<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        req: Req<'_>,
+        deadline: Instant,
+    ) -> Result<T> {
         let fut = async {
             let mut left = self.retries;
             loop {
@@ -226,9 +247,9 @@ impl Redis {
     ) -> Result<RedisResult<T>> {
         match &self.conn {
             Conn::Managed(m) => {
-                let slot = m.current()?;
-                let lease = Lease::new(&slot.broken, deadline);
-                let r = req.send(&mut slot.manager.clone()).await;
+                let (mut manager, generation) = m.current()?;
+                let lease = Lease::new(generation, deadline);
+                let r = req.send(&mut manager).await;
                 // Connection-level errors are the manager's to repair (it reconnects); a
                 // timeout is not, so the manager is replaced.
                 lease.settle(matches!(&r, Err(e) if e.is_timeout()));
@@ -243,7 +264,7 @@ impl Redis {
                     }
                     break (pc.conn.clone(), pc.broken.clone());
                 };
-                let lease = Lease::new(&broken, deadline);
+                let lease = Lease::new(&*broken, deadline);
                 let r = req.send(&mut conn).await;
                 lease.settle(matches!(&r, Err(e) if breaks_connection(e)));
                 Ok(r)

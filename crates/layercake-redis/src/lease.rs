@@ -16,6 +16,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::time::Instant;
 
+/// Something a lease can mark broken: a connection's flag, or a generation of the
+/// multiplexed manager.
+pub(crate) trait Breakable {
+    /// Mark the connection broken: it is never used for another request.
+    fn mark_broken(&self);
+}
+
+impl Breakable for &AtomicBool {
+    fn mark_broken(&self) {
+        self.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Marks `broken` when dropped at or after `deadline` without [`settle`](Lease::settle).
 ///
 /// Contract:
@@ -23,14 +36,14 @@ use tokio::time::Instant;
 ///   connection is marked broken;
 /// - dropped without `settle` before the deadline (cancelled by the caller): left as it is;
 /// - `settle(true)`: marked broken; `settle(false)`: left as it is.
-pub(crate) struct Lease<'a> {
-    broken: Option<&'a AtomicBool>,
+pub(crate) struct Lease<B: Breakable> {
+    broken: Option<B>,
     deadline: Instant,
 }
 
-impl<'a> Lease<'a> {
-    /// A lease on the connection whose flag is `broken`, for a request due by `deadline`.
-    pub(crate) fn new(broken: &'a AtomicBool, deadline: Instant) -> Lease<'a> {
+impl<B: Breakable> Lease<B> {
+    /// A lease on the connection that `broken` marks, for a request due by `deadline`.
+    pub(crate) fn new(broken: B, deadline: Instant) -> Lease<B> {
         Lease {
             broken: Some(broken),
             deadline,
@@ -42,17 +55,17 @@ impl<'a> Lease<'a> {
         if let Some(b) = self.broken.take()
             && breaks
         {
-            b.store(true, Ordering::Relaxed);
+            b.mark_broken();
         }
     }
 }
 
-impl Drop for Lease<'_> {
+impl<B: Breakable> Drop for Lease<B> {
     fn drop(&mut self) {
         if let Some(b) = self.broken.take()
             && Instant::now() >= self.deadline
         {
-            b.store(true, Ordering::Relaxed);
+            b.mark_broken();
         }
     }
 }
@@ -68,14 +81,14 @@ mod tests {
     fn a_lease_abandoned_at_its_deadline_breaks_the_connection() {
         let flag = Arc::new(AtomicBool::new(false));
         let later = Instant::now() + Duration::from_secs(60);
-        Lease::new(&flag, later).settle(false);
+        Lease::new(&*flag, later).settle(false);
         assert!(!flag.load(Ordering::Relaxed), "answered");
-        drop(Lease::new(&flag, later));
+        drop(Lease::new(&*flag, later));
         assert!(!flag.load(Ordering::Relaxed), "cancelled by the caller");
-        drop(Lease::new(&flag, Instant::now()));
+        drop(Lease::new(&*flag, Instant::now()));
         assert!(flag.load(Ordering::Relaxed), "abandoned at the deadline");
         let flag = Arc::new(AtomicBool::new(false));
-        Lease::new(&flag, later).settle(true);
+        Lease::new(&*flag, later).settle(true);
         assert!(flag.load(Ordering::Relaxed), "timed out inside redis-rs");
     }
 }
