@@ -204,8 +204,8 @@ impl Redis {
     ///   compare-and-delete; a repeated lock `SET NX` can only report "not acquired"). This is
     ///   what makes the first command after a Redis restart (or a freeze) succeed: the manager
     ///   hands that command the failure of its last reconnect attempt and only then
-    ///   reconnects, and the retry waits for that reconnect. A response timeout is not
-    ///   repeated: it fires at the operation timeout, when no time remains.
+    ///   reconnects, and the retry waits for that reconnect. A request that
+    ///   reached the deadline is not repeated: no time remains.
     /// - A request that timed out, or was abandoned at the deadline, breaks its connection
     ///   (see [`Lease`]): it is never used again. One cancelled by the caller earlier does not.
     async fn run<T: FromRedisValue>(&self, op: &'static str, req: Req<'_>) -> Result<T> {
@@ -251,7 +251,8 @@ impl Redis {
                 let lease = Lease::new(generation, deadline);
                 let r = req.send(&mut manager).await;
                 // Connection-level errors are the manager's to repair (it reconnects); a
-                // timeout is not, so the manager is replaced.
+                // timeout (a reconnect attempt's) is not, so the manager is replaced. A request
+                // abandoned at the deadline breaks it through the lease's drop.
                 lease.settle(matches!(&r, Err(e) if e.is_timeout()));
                 Ok(r)
             }

@@ -126,7 +126,7 @@ pub(crate) fn breaks_connection(e: &RedisError) -> bool {
 /// Whether a request failed at the I/O level (connection refused, reset, broken pipe, EOF,
 /// timed out — also a connection attempt's failure that the multiplexed manager stored and
 /// hands to the next request): it got no answer, and may be sent again on a fresh connection
-/// if time remains. (A response timeout leaves none: it fires at the operation timeout.)
+/// if time remains. (A request that reached its deadline has none left.)
 pub(crate) fn is_connection_failure(e: &RedisError) -> bool {
     e.is_io_error()
 }
