@@ -320,7 +320,12 @@ fn decode_parts(bytes: Bytes, limits: &EnvelopeLimits) -> Result<(Bytes, Entry)>
         expires_at: h.expires_at,
         stale_until: h.stale_until,
         version: h.version,
-        tags: Arc::from(tags),
+        // An empty list is the shared empty slice: no allocation for the common case.
+        tags: if tags.is_empty() {
+            Arc::default()
+        } else {
+            Arc::from(tags)
+        },
         format,
         compression,
         flags: EntryFlags(flags),

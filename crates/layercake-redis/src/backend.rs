@@ -10,6 +10,7 @@ use layercake_core::{
 };
 use redis::{Cmd, Value};
 
+use crate::coalesce::{Coalescer, Route};
 use crate::config::RedisConfig;
 use crate::conn::{Node, Redis};
 use crate::error::BACKEND;
@@ -47,6 +48,8 @@ pub struct RedisBackend {
 
 struct Inner {
     redis: Redis,
+    /// Joins concurrent `GET`s into `MGET`s (`None`: off, or cluster mode).
+    coalescer: Option<Arc<Coalescer>>,
     layout: Layout,
     config: RedisConfig,
     corrupt: AtomicU64,
@@ -57,6 +60,7 @@ impl fmt::Debug for RedisBackend {
         f.debug_struct("RedisBackend")
             .field("config", &self.inner.config)
             .field("corrupt_reads", &self.corrupt_reads())
+            .field("coalesced_gets", &self.coalesced_gets())
             .finish()
     }
 }
@@ -66,9 +70,18 @@ impl RedisBackend {
     /// `Unavailable` / `Timeout` when Redis does not answer a PING within the timeouts.
     pub async fn connect(config: RedisConfig) -> Result<RedisBackend> {
         let redis = Redis::connect(&config).await?;
+        let coalescer = (config.coalesce_gets && !redis.is_cluster()).then(|| {
+            Arc::new(Coalescer::new(
+                redis.clone(),
+                Layout::new(&config.key_prefix),
+                config.batch_size,
+                config.operation_timeout,
+            ))
+        });
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 redis,
+                coalescer,
                 layout: Layout::new(&config.key_prefix),
                 config,
                 corrupt: AtomicU64::new(0),
@@ -79,6 +92,12 @@ impl RedisBackend {
     /// The configuration (its `Debug` hides passwords).
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
+    }
+
+    /// How many `GET`s so far were answered as part of an `MGET` that joined concurrent ones
+    /// (see [`RedisConfig::coalesce_gets`]); 0 when coalescing is off.
+    pub fn coalesced_gets(&self) -> u64 {
+        self.inner.coalescer.as_ref().map_or(0, |c| c.coalesced())
     }
 
     /// The key prefix of this cache.
@@ -103,6 +122,17 @@ impl RedisBackend {
         Ok(entry
             .is_retained(self.inner.config.clock.now())
             .then_some(entry))
+    }
+
+    /// A lone `GET` of `key`, due by `deadline`.
+    async fn get_alone(
+        &self,
+        key: &Key,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut c = redis::cmd("GET");
+        c.arg(self.inner.layout.entry_arg(key));
+        self.inner.redis.cmd_until("GET", &c, deadline).await
     }
 
     /// [`heal`](Self::heal) one key, given up at `deadline` (the bytes stay and the next read
@@ -332,9 +362,14 @@ impl Backend for RedisBackend {
         // The whole call, healing included, stays within one operation timeout
         // (`Capability::get_timeout`).
         let deadline = tokio::time::Instant::now() + self.inner.config.operation_timeout;
-        let mut c = redis::cmd("GET");
-        c.arg(self.inner.layout.entry_arg(key));
-        let bytes: Option<Vec<u8>> = match self.inner.redis.cmd_until("GET", &c, deadline).await {
+        let fetched = match &self.inner.coalescer {
+            Some(co) => match co.route() {
+                Route::Direct(_in_flight) => self.get_alone(key, deadline).await,
+                Route::Join => co.join(key, deadline).await,
+            },
+            None => self.get_alone(key, deadline).await,
+        };
+        let bytes = match fetched {
             Ok(b) => b,
             // A key of another type under our prefix is corruption too.
             Err(e) if e.kind() == ErrorKind::Corrupt => {

@@ -79,8 +79,14 @@ pub struct RedisConfig {
     pub pool_max_size: u32,
     /// Longest pause between reconnect attempts of the multiplexed connection. Default 100 ms.
     pub reconnect_max_delay: Duration,
-    /// Keys per `SCAN` step, `UNLINK` batch and `MGET` chunk. Default 500.
+    /// Keys per `SCAN` step, `UNLINK` batch and `MGET` chunk (coalesced `GET`s included).
+    /// Default 500.
     pub batch_size: usize,
+    /// Send single-key `GET`s that arrive while another is in flight together as one `MGET`
+    /// (multiplexed and pool modes; a cluster spreads keys over slots, so there it is off).
+    /// At many requests in flight this costs the client far less per read; a lone `GET` is
+    /// sent at once as before. Default `true`.
+    pub coalesce_gets: bool,
     /// The clock that turns an entry's `retain_until` into a `PX` lifetime. Default: system.
     pub clock: SharedClock,
     /// Envelope limits checked on encode and decode. Default [`EnvelopeLimits::default`].
@@ -160,6 +166,13 @@ impl RedisConfig {
         self
     }
 
+    /// Turn the coalescing of concurrent `GET`s into `MGET`s on or off (see
+    /// [`coalesce_gets`](RedisConfig::coalesce_gets)).
+    pub fn with_coalesce_gets(mut self, on: bool) -> Self {
+        self.coalesce_gets = on;
+        self
+    }
+
     /// Set the clock.
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -235,6 +248,7 @@ impl Default for RedisConfig {
             pool_max_size: 8,
             reconnect_max_delay: Duration::from_millis(100),
             batch_size: 500,
+            coalesce_gets: true,
             clock: system_clock(),
             limits: EnvelopeLimits::default(),
         }
@@ -263,6 +277,7 @@ impl fmt::Debug for RedisConfig {
             .field("pool_max_size", &self.pool_max_size)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
             .field("batch_size", &self.batch_size)
+            .field("coalesce_gets", &self.coalesce_gets)
             .field("clock", &self.clock)
             .field("limits", &self.limits)
             .finish()

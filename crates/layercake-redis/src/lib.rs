@@ -2,6 +2,7 @@
 
 mod backend;
 mod backplane;
+mod coalesce;
 mod config;
 mod conn;
 mod error;

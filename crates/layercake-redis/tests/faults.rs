@@ -132,6 +132,12 @@ async fn kill_and_restart(mode: ConnectionMode) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let calls = collect(tasks).await;
+    // The load's concurrent GETs went through the coalescer too: its batches are held to the
+    // same bounds as lone commands.
+    assert!(
+        b.coalesced_gets() > 0,
+        "{mode:?}: no GET of the load was coalesced; the test no longer covers that path"
+    );
 
     // Calls that ended before the kill (one in flight at the kill may fail, correctly).
     let before: Vec<_> = calls
@@ -206,6 +212,12 @@ async fn freeze(mode: ConnectionMode) {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
     let calls = collect(tasks).await;
+    // The load's concurrent GETs went through the coalescer too: its batches are held to the
+    // same bounds as lone commands.
+    assert!(
+        b.coalesced_gets() > 0,
+        "{mode:?}: no GET of the load was coalesced; the test no longer covers that path"
+    );
 
     let during: Vec<_> = calls
         .iter()
