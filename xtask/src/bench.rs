@@ -25,6 +25,11 @@ pub(crate) struct Args {
     /// runs).
     #[arg(long, default_value = "current")]
     runtime: String,
+    /// Where the file tier's rows write (default: `/dev/shm` where it exists, a tmpfs, so that
+    /// a disk's journal and writeback do not move the ratios; give a directory on a disk to
+    /// measure the tier there).
+    #[arg(long)]
+    file_dir: Option<String>,
 }
 
 /// Ensures the services, then runs `layercake-bench` in release mode.
@@ -41,15 +46,22 @@ pub(crate) fn run(sh: &Shell, args: &Args) -> Result<()> {
     sh.set_var("REDIS_URL", &endpoints.redis_url);
     sh.set_var("DATABASE_URL", &endpoints.database_url);
 
-    let quick: &[&str] = if args.quick { &["--quick"] } else { &[] };
+    let mut extra: Vec<String> = Vec::new();
+    if args.quick {
+        extra.push("--quick".into());
+    }
+    if let Some(d) = &args.file_dir {
+        extra.push("--file-dir".into());
+        extra.push(d.clone());
+    }
     let runtime = &args.runtime;
     banner(&format!(
         "cargo run --release -p {PACKAGE} --bin {BIN} -- {}--runtime {runtime} --out target/bench",
-        if args.quick { "--quick " } else { "" }
+        extra.iter().map(|a| format!("{a} ")).collect::<String>()
     ));
     cmd!(
         sh,
-        "cargo run --release -p {PACKAGE} --bin {BIN} -- {quick...} --runtime {runtime} --out target/bench"
+        "cargo run --release -p {PACKAGE} --bin {BIN} -- {extra...} --runtime {runtime} --out target/bench"
     )
     .run()?;
     println!("\nreports are in target/bench");

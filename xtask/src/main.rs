@@ -5,7 +5,7 @@
 //! - `cargo xtask services up|down|status`: find or start Redis and PostgreSQL for the tests;
 //! - `cargo xtask test [-- <nextest args>]`: the one test command (format, clippy, tests, doc
 //!   tests, docs, examples) that the README and `.ci/run` call;
-//! - `cargo xtask bench [--quick] [--runtime current|multi]`: run the benchmark binary against real services;
+//! - `cargo xtask bench [--quick] [--runtime current|multi] [--file-dir DIR]`: run the benchmark binary against real services;
 //! - `cargo xtask fuzz [--seconds N]`: run every fuzz target when nightly and cargo-fuzz exist.
 
 mod bench;

@@ -61,8 +61,9 @@ impl Policy for Route {
 }
 
 impl Env {
-    /// Connect everything (fails with instructions when a service is missing).
-    pub(crate) async fn connect() -> Result<Env> {
+    /// Connect everything (fails with instructions when a service is missing); the file tier
+    /// lives in a fresh directory under `file_dir`.
+    pub(crate) async fn connect(file_dir: &std::path::Path) -> Result<Env> {
         let redis_url = require_redis();
         let database_url = require_postgres();
         let name = unique_id("bench");
@@ -80,7 +81,7 @@ impl Env {
         .await?;
         let dir = tempfile::Builder::new()
             .prefix("layercake-bench")
-            .tempdir()?;
+            .tempdir_in(file_dir)?;
         let file = FileBackend::open(FileConfig::new(dir.path())).await?;
         let raw_redis = redis::Client::open(redis_url.as_str())?
             .get_multiplexed_async_connection()

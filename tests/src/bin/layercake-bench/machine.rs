@@ -23,6 +23,25 @@ pub(crate) struct Machine {
     pub(crate) load_start: String,
     /// Load average (1 min) at the end of the run.
     pub(crate) load_end: String,
+    /// Where the file rows wrote, with its file system type.
+    pub(crate) file_dir: String,
+}
+
+/// `dir` and the type of the file system it is on (the longest mount point of
+/// `/proc/mounts` that contains it).
+pub(crate) fn describe_dir(dir: &std::path::Path) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let mounts = read("/proc/mounts");
+    let fs = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, at, kind) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(at).then(|| (at.len(), kind.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".to_owned(), |(_, kind)| kind);
+    format!("{} ({fs})", dir.display())
 }
 
 fn read(path: &str) -> String {
@@ -77,6 +96,7 @@ impl Machine {
             postgres: String::new(),
             load_start: load(),
             load_end: String::new(),
+            file_dir: String::new(),
         }
     }
 }

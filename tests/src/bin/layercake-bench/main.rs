@@ -56,6 +56,26 @@ struct Args {
     /// The Tokio runtime the benchmark runs on (see docs/benchmarks.md, "How it measures").
     #[arg(long, value_enum, default_value_t = RuntimeKind::Current)]
     runtime: RuntimeKind,
+    /// Where the file tier's rows write (a fresh directory is made inside). Default:
+    /// `/dev/shm` (a tmpfs) where it exists, so that the journal and writeback of a disk do not
+    /// move the ratios between runs; otherwise the system's temporary directory. Give a
+    /// directory on a real disk to measure the tier there.
+    #[arg(long)]
+    file_dir: Option<PathBuf>,
+}
+
+/// The directory the file rows write under: `--file-dir`, else `/dev/shm` if it is a
+/// writable directory, else the system's temporary directory.
+fn file_base(arg: Option<PathBuf>) -> PathBuf {
+    if let Some(d) = arg {
+        return d;
+    }
+    let shm = PathBuf::from("/dev/shm");
+    let writable = tempfile::Builder::new()
+        .prefix("layercake-bench-probe")
+        .tempdir_in(&shm)
+        .is_ok();
+    if writable { shm } else { std::env::temp_dir() }
 }
 
 /// Which Tokio runtime runs the benchmark.
@@ -138,11 +158,12 @@ fn main() -> Result<()> {
     };
     let quick = args.quick;
     let only = args.only.clone();
+    let file_dir = file_base(args.file_dir.clone());
+    machine.file_dir = machine::describe_dir(&file_dir);
     // Everything runs in a spawned task, as a service's handlers do.
-    let (results, versions) =
-        rt.block_on(
-            async move { tokio::spawn(async move { run_all(quick, &only).await }).await },
-        )??;
+    let (results, versions) = rt.block_on(async move {
+        tokio::spawn(async move { run_all(quick, &only, &file_dir).await }).await
+    })??;
     machine.redis = versions.0;
     machine.postgres = versions.1;
     machine.load_end = machine::load();
@@ -200,11 +221,15 @@ fn main() -> Result<()> {
 }
 
 /// Run the selected sections; a failing section is reported in the notes, the others still run.
-async fn run_all(quick: bool, only: &[String]) -> Result<(Results, (String, String))> {
+async fn run_all(
+    quick: bool,
+    only: &[String],
+    file_dir: &std::path::Path,
+) -> Result<(Results, (String, String))> {
     let plans = Plans::new(quick);
     let wants = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
     let mut results = Results::default();
-    let env = Env::connect().await?;
+    let env = Env::connect(file_dir).await?;
     let versions = (redis_version(&env).await, postgres_version(&env).await);
     let t0 = Instant::now();
     macro_rules! section {
