@@ -25,6 +25,8 @@ pub(crate) struct Machine {
     pub(crate) load_end: String,
     /// Where the file rows wrote, with its file system type.
     pub(crate) file_dir: String,
+    /// The allocator and its settings.
+    pub(crate) allocator: String,
 }
 
 /// `dir` and the type of the file system it is on (the longest mount point of
@@ -97,6 +99,7 @@ impl Machine {
             load_start: load(),
             load_end: String::new(),
             file_dir: String::new(),
+            allocator: String::new(),
         }
     }
 }
