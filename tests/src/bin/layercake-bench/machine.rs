@@ -27,6 +27,59 @@ pub(crate) struct Machine {
     pub(crate) file_dir: String,
     /// The allocator and its settings.
     pub(crate) allocator: String,
+    /// How long the run waited for the machine to go quiet, and how busy it was then.
+    pub(crate) quiet: String,
+}
+
+/// Busy and total CPU time (in clock ticks, over all CPUs) from `/proc/stat`.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = read("/proc/stat");
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    // idle and iowait are not busy.
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+/// Wait until the machine is quiet before measuring: the share of CPU time used (by anything:
+/// the servers' background work after a previous run, builds) stays under 10 % for three
+/// consecutive seconds, or `max` has passed. A run started right after another one otherwise
+/// measures its first sections while PostgreSQL vacuums and checkpoints what the previous
+/// run's workloads wrote. Returns what happened, for the report.
+pub(crate) fn wait_for_quiet(max: std::time::Duration) -> String {
+    let t0 = std::time::Instant::now();
+    let mut quiet_seconds = 0;
+    let mut last = 0.0;
+    let Some(mut prev) = cpu_ticks() else {
+        return "not checked (no /proc/stat)".into();
+    };
+    while t0.elapsed() < max {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let Some(now) = cpu_ticks() else { break };
+        let (busy, total) = (now.0 - prev.0, now.1 - prev.1);
+        prev = now;
+        last = if total == 0 {
+            0.0
+        } else {
+            busy as f64 / total as f64 * 100.0
+        };
+        quiet_seconds = if last < 10.0 { quiet_seconds + 1 } else { 0 };
+        if quiet_seconds >= 3 {
+            return format!(
+                "quiet after {:.0} s (CPU {last:.0} % busy)",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    format!(
+        "**not quiet** after {:.0} s (CPU {last:.0} % busy): figures may be noisier",
+        t0.elapsed().as_secs_f64()
+    )
 }
 
 /// `dir` and the type of the file system it is on (the longest mount point of
@@ -100,6 +153,7 @@ impl Machine {
             load_end: String::new(),
             file_dir: String::new(),
             allocator: String::new(),
+            quiet: String::new(),
         }
     }
 }

@@ -25,7 +25,7 @@ mod workloads;
 mod writes;
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
@@ -178,7 +178,11 @@ fn main() -> Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
     let mode = if args.quick { "quick" } else { "full" };
+    eprintln!("waiting for the machine to go quiet (at most 60 s) …");
+    let quiet = machine::wait_for_quiet(Duration::from_secs(60));
+    eprintln!("{quiet}");
     let mut machine = Machine::describe();
+    machine.quiet = quiet;
     let started = machine::now_utc();
     let t0 = Instant::now();
     let rt = match args.runtime {

@@ -110,6 +110,7 @@ pub(crate) fn render(run: &Run<'_>, results: &Results) -> String {
     let _ = writeln!(s, "| Redis | {} (local, loopback) |", m.redis);
     let _ = writeln!(s, "| file tier rows written under | {} |", m.file_dir);
     let _ = writeln!(s, "| allocator | {} |", m.allocator);
+    let _ = writeln!(s, "| before the run | {} |", m.quiet);
     let _ = writeln!(s, "| PostgreSQL | {} (local, loopback) |", m.postgres);
     let _ = writeln!(
         s,
