@@ -65,9 +65,25 @@ impl Key {
         Ok(Key(Arc::from(text)))
     }
 
-    /// A key from text the caller has already checked against every rule.
-    pub(crate) fn from_validated(text: String) -> Key {
-        Key(Arc::from(text))
+    /// The key `prefix + text`, both already checked against every rule and together within
+    /// the length limit. One allocation (the key's own): short keys are joined on the stack
+    /// first, where a `String` would be a second allocation and a second copy.
+    pub(crate) fn from_validated_parts(prefix: &str, text: &str) -> Key {
+        const STACK: usize = 192;
+        let total = prefix.len() + text.len();
+        if total <= STACK {
+            let mut buf = [0u8; STACK];
+            buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+            buf[prefix.len()..total].copy_from_slice(text.as_bytes());
+            // Two `str`s joined are UTF-8; the check cannot fail, and costs little on ASCII.
+            if let Ok(joined) = std::str::from_utf8(&buf[..total]) {
+                return Key(Arc::from(joined));
+            }
+        }
+        let mut s = String::with_capacity(total);
+        s.push_str(prefix);
+        s.push_str(text);
+        Key(Arc::from(s))
     }
 
     /// The key text.

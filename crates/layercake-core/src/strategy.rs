@@ -163,10 +163,7 @@ impl KeyStrategy for PlainKeys {
         if total > self.max_len {
             return Key::with_max_len(format!("{}{text}", self.prefix), self.max_len);
         }
-        let mut s = String::with_capacity(total);
-        s.push_str(&self.prefix);
-        s.push_str(text);
-        Ok(Key::from_validated(s))
+        Ok(Key::from_validated_parts(&self.prefix, text))
     }
     fn key_for_canonical(&self, canonical_json: &[u8]) -> Result<Key> {
         let text = std::str::from_utf8(canonical_json)
