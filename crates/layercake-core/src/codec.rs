@@ -214,7 +214,7 @@ impl Codec {
         }
         let packed = match self.compression {
             Compression::Lz4 => lz4_flex::compress_prepend_size(&bytes),
-            Compression::Zstd => match zstd::bulk::compress(&bytes, self.zstd_level) {
+            Compression::Zstd => match zstd_compress(&bytes, self.zstd_level) {
                 Ok(p) => p,
                 Err(_) => return plain(bytes),
             },
@@ -256,7 +256,7 @@ impl Codec {
                     .map(Cow::Owned)
                     .map_err(|e| Error::codec("lz4 decompression failed").with_source(e))
             }
-            Compression::Zstd => zstd::bulk::decompress(bytes, self.max_decoded_len)
+            Compression::Zstd => zstd_decompress(bytes, self.max_decoded_len)
                 .map(Cow::Owned)
                 .map_err(|e| Error::codec("zstd decompression failed").with_source(e)),
         }
@@ -282,6 +282,50 @@ impl Codec {
             )),
         }
     }
+}
+
+thread_local! {
+    /// One zstd compression context per thread, with its level: making a context costs more
+    /// than compressing a small value with it (a 1 KiB value took ~20 µs with a fresh context
+    /// per call, ~11 µs with a reused one).
+    static ZSTD_COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    /// One zstd decompression context per thread.
+    static ZSTD_DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `zstd::bulk::compress` on this thread's reused context.
+fn zstd_compress(bytes: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    ZSTD_COMPRESSOR.with(|cell| {
+        // Never re-entered (compression calls no user code); a fresh context if it were.
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            return zstd::bulk::compress(bytes, level);
+        };
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match slot.as_mut() {
+            Some((_, c)) => c.compress(bytes),
+            None => zstd::bulk::compress(bytes, level),
+        }
+    })
+}
+
+/// `zstd::bulk::decompress` (at most `max` bytes out) on this thread's reused context.
+fn zstd_decompress(bytes: &[u8], max: usize) -> std::io::Result<Vec<u8>> {
+    ZSTD_DECOMPRESSOR.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            return zstd::bulk::decompress(bytes, max);
+        };
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(bytes, max),
+            None => zstd::bulk::decompress(bytes, max),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -345,6 +389,36 @@ mod tests {
             c.compress(vec![0u8; 5000], Format::Raw).compression,
             Compression::None
         );
+    }
+
+    #[test]
+    fn zstd_contexts_reused_across_levels_and_values_round_trip() {
+        // One thread, alternating levels and inputs: the reused contexts must carry nothing
+        // from one call to the next.
+        let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog "
+            .iter()
+            .copied()
+            .cycle()
+            .take(3000)
+            .collect();
+        for round in 0..3 {
+            for level in [1, 3, 19, 3] {
+                let c = Codec::json()
+                    .with_compression(Compression::Zstd, 1)
+                    .with_zstd_level(level);
+                let input: Vec<u8> = text.iter().map(|b| b.wrapping_add(round)).collect();
+                let enc = c.compress(input.clone(), Format::Raw);
+                assert_eq!(enc.compression, Compression::Zstd, "level {level}");
+                // Exactly what a fresh context at that level writes: the level was applied.
+                assert_eq!(
+                    enc.bytes,
+                    zstd::bulk::compress(&input, level).unwrap(),
+                    "level {level}, round {round}"
+                );
+                let back = c.decompress(&enc.bytes, enc.compression).unwrap();
+                assert_eq!(&*back, &input[..], "level {level}, round {round}");
+            }
+        }
     }
 
     #[test]
