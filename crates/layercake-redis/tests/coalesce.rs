@@ -140,6 +140,20 @@ async fn concurrent_gets_coalesce_pool() {
     coalesced(ConnectionMode::Pool).await;
 }
 
+/// `n` reads of `k`, each on its own task, started together.
+fn concurrent_gets(
+    b: &Arc<RedisBackend>,
+    k: &Key,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<layercake_core::Result<Option<Entry>>>> {
+    (0..n)
+        .map(|_| {
+            let (b, k) = (b.clone(), k.clone());
+            tokio::spawn(async move { b.get(&k).await })
+        })
+        .collect()
+}
+
 /// A backend used from a second runtime after the first one (which ran its flusher) shut
 /// down still answers: the dropped flusher does not leave the queue orphaned.
 #[test]
@@ -165,14 +179,7 @@ fn a_backend_outlives_the_runtime_that_ran_its_flusher() {
         );
         let k = Key::new("k").unwrap();
         b.set(&k, &entry(1)).await.unwrap();
-        let reads: Vec<_> = (0..50)
-            .map(|_| {
-                let b = b.clone();
-                let k = k.clone();
-                tokio::spawn(async move { b.get(&k).await })
-            })
-            .collect();
-        for r in reads {
+        for r in concurrent_gets(&b, &k, 50) {
             assert_eq!(
                 r.await.unwrap().unwrap().map(|e| e.value),
                 Some(entry(1).value)
@@ -184,15 +191,8 @@ fn a_backend_outlives_the_runtime_that_ran_its_flusher() {
     // The pool's connections died with the first runtime; the backend replaces them.
     rt().block_on(async {
         let k = Key::new("k").unwrap();
-        let reads: Vec<_> = (0..50)
-            .map(|_| {
-                let b = b.clone();
-                let k = k.clone();
-                tokio::spawn(async move { b.get(&k).await })
-            })
-            .collect();
         let mut ok = 0;
-        for r in reads {
+        for r in concurrent_gets(&b, &k, 50) {
             if let Ok(Some(e)) = r.await.unwrap() {
                 assert_eq!(e.value, entry(1).value);
                 ok += 1;

@@ -116,15 +116,23 @@ struct RawGetDecode {
     keys: Visit<(String, Key)>,
 }
 
+/// A raw `GET` of `raw` on a clone of `conn`, then the envelope check and decode for `key`.
+async fn get_and_decode(
+    conn: &redis::aio::MultiplexedConnection,
+    raw: &str,
+    key: &Key,
+) -> Option<layercake::Result<layercake::Entry>> {
+    let mut c = conn.clone();
+    let v: redis::RedisResult<Option<Vec<u8>>> =
+        redis::cmd("GET").arg(raw).query_async(&mut c).await;
+    let bytes = v.ok().flatten()?;
+    Some(layercake_core::envelope::decode(key, bytes.into()))
+}
+
 impl Op for RawGetDecode {
     async fn run(&self, i: u64) {
         let (raw, key) = self.keys.at(i);
-        let mut c = self.conn.clone();
-        let v: redis::RedisResult<Option<Vec<u8>>> =
-            redis::cmd("GET").arg(raw).query_async(&mut c).await;
-        if let Ok(Some(bytes)) = v {
-            let _ = black_box(layercake_core::envelope::decode(key, bytes.into()));
-        }
+        let _ = black_box(get_and_decode(&self.conn, raw, key).await);
     }
 }
 
@@ -142,12 +150,7 @@ struct RawGetTyped {
 impl Op for RawGetTyped {
     async fn run(&self, i: u64) {
         let (raw, key) = self.keys.at(i);
-        let mut c = self.conn.clone();
-        let v: redis::RedisResult<Option<Vec<u8>>> =
-            redis::cmd("GET").arg(raw).query_async(&mut c).await;
-        if let Ok(Some(bytes)) = v
-            && let Ok(e) = layercake_core::envelope::decode(key, bytes.into())
-        {
+        if let Some(Ok(e)) = get_and_decode(&self.conn, raw, key).await {
             let _ = black_box(self.codec.decode::<Doc>(&e.value, e.format, e.compression));
         }
     }
