@@ -12,11 +12,12 @@ use layercake_core::{
 };
 use parking_lot::Mutex;
 
-use crate::cache::{Cache, Inner};
+use crate::cache::Cache;
 use crate::coherence::{DEFAULT_DISCONNECTED_L1_CAP, Versions, spawn_listener};
 use crate::epochs::Epochs;
 use crate::flight::Flights;
 use crate::lock::LockOptions;
+use crate::stack::Stack;
 use crate::telemetry::Telemetry;
 use crate::tier::{Tier, TierOptions, WriteMode};
 use crate::write_behind::WriteBehind;
@@ -258,7 +259,7 @@ impl CacheBuilder {
             let mut otel = self.otel;
             (telemetry.with_otel(otel.config.take()), otel)
         };
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Stack {
             name,
             tiers,
             policy,

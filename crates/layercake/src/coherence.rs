@@ -9,7 +9,7 @@ use layercake_core::{Key, Selector, SharedClock};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use crate::cache::Inner;
+use crate::stack::Stack;
 use crate::tier::Scope;
 
 /// Generates per-key versions: microseconds of wall time, strictly increasing within the
@@ -48,7 +48,7 @@ impl Versions {
 pub(crate) const DEFAULT_DISCONNECTED_L1_CAP: Duration = Duration::from_secs(5);
 
 /// Start the task that applies backplane events to the local tiers.
-pub(crate) fn spawn_listener(inner: Arc<Inner>, backplane: Arc<dyn Backplane>) -> JoinHandle<()> {
+pub(crate) fn spawn_listener(inner: Arc<Stack>, backplane: Arc<dyn Backplane>) -> JoinHandle<()> {
     let mut rx = backplane.subscribe();
     let weak = Arc::downgrade(&inner);
     drop(inner);
@@ -109,12 +109,12 @@ pub(crate) fn spawn_listener(inner: Arc<Inner>, backplane: Arc<dyn Backplane>) -
     })
 }
 
-fn local_tiers(inner: &Inner) -> impl Iterator<Item = &crate::tier::Tier> {
+fn local_tiers(inner: &Stack) -> impl Iterator<Item = &crate::tier::Tier> {
     inner.tiers.iter().filter(|t| t.scope != Scope::Shared)
 }
 
 /// Delete this instance's recent fills of shared tiers that the change may have overwritten.
-async fn undo_recent_fills(inner: &Inner, fills: Vec<(Key, u64)>) {
+async fn undo_recent_fills(inner: &Stack, fills: Vec<(Key, u64)>) {
     for (key, tiers) in fills {
         for t in inner
             .tiers
@@ -126,7 +126,7 @@ async fn undo_recent_fills(inner: &Inner, fills: Vec<(Key, u64)>) {
     }
 }
 
-async fn drop_local_key(inner: &Inner, key: &Key) {
+async fn drop_local_key(inner: &Stack, key: &Key) {
     // Hold the key's fill lock through the undo and the epoch change: a fill still being
     // written finishes first (and is undone), a later one sees the new epoch (and undoes
     // itself).
@@ -153,7 +153,7 @@ async fn drop_local_key(inner: &Inner, key: &Key) {
     }
 }
 
-async fn drop_local(inner: &Inner, selector: Option<&Selector>) {
+async fn drop_local(inner: &Stack, selector: Option<&Selector>) {
     inner.epochs.change_all();
     let fills = inner.recent_fills.take_matching(|k| match selector {
         Some(Selector::Prefix(p)) => k.starts_with(p),

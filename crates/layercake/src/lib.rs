@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod breaker;
 mod builder;
 mod cache;
@@ -38,15 +39,23 @@ mod coherence;
 mod doctests;
 mod epochs;
 mod flight;
+mod invalidate;
 mod key_input;
+mod load;
 mod lock;
 mod lookup;
 #[cfg(feature = "otel")]
 pub mod otel;
+mod promote;
+mod read;
+mod stack;
 mod stats;
 mod telemetry;
 mod tier;
 mod tiered_backend;
+mod value;
+mod warm;
+mod write;
 mod write_behind;
 
 pub use breaker::{BreakerConfig, BreakerState};

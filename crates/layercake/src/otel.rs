@@ -62,7 +62,7 @@ use parking_lot::Mutex;
 pub use opentelemetry;
 
 use crate::breaker::BreakerState;
-use crate::cache::Inner;
+use crate::stack::Stack;
 use crate::stats::Op;
 use crate::telemetry::Outcome;
 
@@ -759,7 +759,7 @@ impl OtelScope<'_> {
 // ------------------------------------------------------------------------------ observers
 
 /// Run `f` with the live cache's Otel state, if the cache still exists.
-fn with<F: Fn(&Inner, &Otel)>(weak: &Weak<Inner>, f: F) {
+fn with<F: Fn(&Stack, &Otel)>(weak: &Weak<Stack>, f: F) {
     if let Some(inner) = weak.upgrade()
         && let Some(o) = inner.telemetry.otel.as_ref()
     {
@@ -785,7 +785,7 @@ fn observe_nonzero<A: AsRef<[KeyValue]>>(
 fn backplane_counter(
     keep: &mut Keep,
     m: &Meter,
-    weak: &Weak<Inner>,
+    weak: &Weak<Stack>,
     name: &'static str,
     unit: &'static str,
     description: &'static str,
@@ -810,7 +810,7 @@ fn backplane_counter(
 }
 
 /// What an observable instrument's callback reports from the live cache.
-type Observe = dyn Fn(&Inner, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync;
+type Observe = dyn Fn(&Stack, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync;
 
 /// Instruments kept alive for as long as the cache's telemetry lives.
 type Keep = Vec<Box<dyn std::any::Any + Send + Sync>>;
@@ -819,11 +819,11 @@ type Keep = Vec<Box<dyn std::any::Any + Send + Sync>>;
 fn counter(
     keep: &mut Keep,
     m: &Meter,
-    weak: &Weak<Inner>,
+    weak: &Weak<Stack>,
     name: &'static str,
     unit: &'static str,
     description: &'static str,
-    f: impl Fn(&Inner, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
+    f: impl Fn(&Stack, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
 ) {
     let w = weak.clone();
     let f: Box<Observe> = Box::new(f);
@@ -840,11 +840,11 @@ fn counter(
 fn gauge(
     keep: &mut Keep,
     m: &Meter,
-    weak: &Weak<Inner>,
+    weak: &Weak<Stack>,
     name: &'static str,
     unit: &'static str,
     description: &'static str,
-    f: impl Fn(&Inner, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
+    f: impl Fn(&Stack, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
 ) {
     let w = weak.clone();
     let f: Box<Observe> = Box::new(f);
@@ -858,7 +858,7 @@ fn gauge(
 }
 
 /// Register the observable instruments of a built cache. Callbacks hold a weak reference.
-pub(crate) fn observe(inner: &Arc<Inner>, setup: OtelSetup) {
+pub(crate) fn observe(inner: &Arc<Stack>, setup: OtelSetup) {
     let Some(otel) = inner.telemetry.otel.as_ref() else {
         return;
     };

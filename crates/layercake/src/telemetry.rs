@@ -319,3 +319,12 @@ impl Telemetry {
         let _ = tier;
     }
 }
+
+/// The outcome of an operation that returns no read result.
+pub(crate) fn ok_or_error<T>(r: &Result<T>) -> Outcome {
+    if r.is_ok() {
+        Outcome::Ok
+    } else {
+        Outcome::Error
+    }
+}

@@ -3,7 +3,13 @@
 use async_trait::async_trait;
 use layercake_core::{Backend, Capability, Entry, Error, Key, Result, Selector};
 
+use layercake_core::backplane::Target;
+
 use crate::Cache;
+use crate::promote::Fill;
+use crate::stats::Op;
+use crate::telemetry::Outcome;
+use crate::write::How;
 
 /// The whole stack of a [`Cache`] as one [`Backend`]: reads walk the tiers with promotion,
 /// writes go through, deletes and invalidations reach every tier. It lets a stack be a tier of
@@ -85,5 +91,55 @@ impl Backend for TieredBackend {
             .iter()
             .map(|t| t.backend.corrupt_reads())
             .sum()
+    }
+}
+
+// The raw adapter: entries in and out, no decoding.
+impl Cache {
+    pub(crate) async fn raw_get(&self, key: &Key) -> Result<Option<Entry>> {
+        let scope = self.inner.telemetry.start(Op::Get);
+        let now = self.inner.clock.now();
+        let read = self
+            .read_through(key, now, &scope, 0..usize::MAX, |_, _| Ok(()))
+            .await;
+        let fill = Fill {
+            snap: read.snap,
+            failed: read.failed,
+        };
+        let r = match read.fresh.or(read.stale) {
+            Some(f) => {
+                if f.tier > 0 {
+                    self.promote(key, &f.entry, f.tier, false, None, now, &scope, fill)
+                        .await;
+                }
+                Some(f.entry.without_decoded())
+            }
+            None => None,
+        };
+        self.inner.telemetry.finish(scope, Outcome::Ok);
+        Ok(r)
+    }
+
+    pub(crate) async fn raw_set(&self, key: &Key, entry: &Entry) -> Result<()> {
+        self.inner.flights.supersede_key(key);
+        let now = self.inner.clock.now();
+        if !entry.is_retained(now) {
+            return self.delete(key).await;
+        }
+        let d = self
+            .inner
+            .decide(key, entry.value.len(), entry.is_negative());
+        self.write_entry(
+            key,
+            entry.clone().without_decoded(),
+            d.tiers,
+            None,
+            How::Set,
+        )
+        .await?;
+        self.inner
+            .publish(Target::Key(key.as_str().to_owned()), entry.version)
+            .await;
+        Ok(())
     }
 }

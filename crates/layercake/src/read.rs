@@ -1,0 +1,255 @@
+//! Reads: `get`, the synchronous L1 fast path, and the read-through loop that walks the tiers
+//! top-down (falling through errors, open breakers and undecodable copies) and hands fresh
+//! hits to [`promote`](crate::promote).
+
+use std::sync::Arc;
+
+use layercake_core::{Entry, ErrorKind, Key, Result, TierSet, Timestamp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cache::Cache;
+use crate::epochs::Snapshot;
+use crate::key_input::IntoKey;
+use crate::lookup::{Lookup, Source};
+use crate::promote::{Fill, promotion_upto};
+use crate::stats::Op;
+use crate::telemetry::{OpScope, Outcome};
+use crate::tier::Scope;
+use crate::value::{Value, decode_typed};
+
+pub(crate) struct Found<V> {
+    pub(crate) tier: usize,
+    pub(crate) entry: Entry,
+    pub(crate) value: V,
+}
+
+/// What the synchronous L1 read found.
+pub(crate) enum L1Fast<T> {
+    /// A fresh entry with a decoded `T` (or a negative entry).
+    Hit(Arc<Entry>, Value<T>),
+    /// L1 is a plain memory tier and holds nothing for the key.
+    Absent,
+    /// Anything else: read L1 the general way.
+    Other,
+}
+
+pub(crate) struct Read<V> {
+    pub(crate) fresh: Option<Found<V>>,
+    pub(crate) stale: Option<Found<V>>,
+    /// The epochs before the first tier read (for promotions and fills).
+    pub(crate) snap: Snapshot,
+    /// Tiers that failed during this read (promotions skip them).
+    pub(crate) failed: TierSet,
+}
+impl Cache {
+    // ---------------------------------------------------------------- reads
+
+    /// Read a value. `Ok(None)` when no tier holds a fresh copy (a cached "not found" also
+    /// reads as `None`).
+    pub async fn get<T>(&self, key: impl IntoKey) -> Result<Option<Lookup<Arc<T>>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let tel = &self.inner.telemetry;
+        let scope = tel.start(Op::Get);
+        let key = match key.into_key(&*self.keys) {
+            Ok(k) => k,
+            Err(e) => {
+                tel.finish(scope, Outcome::Error);
+                return Err(e);
+            }
+        };
+        let now = self.inner.clock.now();
+        let first = match self.l1_fast::<T>(&key, now) {
+            L1Fast::Hit(_, value) => {
+                tel.hit(&scope, 0);
+                tel.finish(scope, Outcome::Hit);
+                return Ok(value.into_option().map(|value| Lookup {
+                    value,
+                    source: Source::Hit { tier: 0 },
+                }));
+            }
+            L1Fast::Absent => {
+                tel.miss(&scope, 0);
+                1
+            }
+            L1Fast::Other => 0,
+        };
+        let read = self
+            .read_typed::<T>(&key, now, &scope, first..usize::MAX)
+            .await;
+        match read.fresh {
+            Some(f) => {
+                tel.finish(scope, Outcome::Hit);
+                Ok(f.value.into_option().map(|value| Lookup {
+                    value,
+                    source: Source::Hit { tier: f.tier },
+                }))
+            }
+            None => {
+                tel.full_miss();
+                tel.finish(scope, Outcome::Miss);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The L1 hit path without a future: when L1 is a memory tier without timeout or breaker,
+    /// read it synchronously; a fresh entry carrying a decoded `T` (or a negative entry) is a
+    /// hit, no entry at all is [`L1Fast::Absent`] (the read goes on from L2, not asking L1
+    /// again). Anything else (stale, not yet decoded, another kind of L1) goes the general
+    /// way.
+    #[inline]
+    pub(crate) fn l1_fast<T>(&self, key: &Key, now: Timestamp) -> L1Fast<T>
+    where
+        T: Send + Sync + 'static,
+    {
+        let Some(tier) = self.inner.tiers.first() else {
+            return L1Fast::Other;
+        };
+        if tier.breaker.is_some() || tier.read_timeout.is_some() {
+            return L1Fast::Other;
+        }
+        let Some(mem) = tier.memory() else {
+            return L1Fast::Other;
+        };
+        let Some(entry) = mem.get_shared_at(key, now) else {
+            return L1Fast::Absent;
+        };
+        if !entry.is_fresh(now) {
+            return L1Fast::Other;
+        }
+        if entry.is_negative() {
+            return L1Fast::Hit(entry, Value::Negative);
+        }
+        match entry.decoded().map(|d| d.clone().downcast::<T>()) {
+            Some(Ok(value)) => L1Fast::Hit(entry, Value::Some(value)),
+            _ => L1Fast::Other,
+        }
+    }
+
+    /// Read through the tiers in `range`, decode, promote. Never fails: tier errors fall
+    /// through.
+    pub(crate) async fn read_typed<T>(
+        &self,
+        key: &Key,
+        now: Timestamp,
+        scope: &OpScope<'_>,
+        range: std::ops::Range<usize>,
+    ) -> Read<Value<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let codec = self.inner.codec;
+        let read = self
+            .read_through(key, now, scope, range, |_, e| decode_typed::<T>(&codec, e))
+            .await;
+        if let Some(f) = &read.fresh {
+            // Promote from lower tiers; upgrade an L1 copy that lacks the decoded value.
+            let l1_lacks_value = f.tier == 0
+                && self.inner.tiers[0].scope == Scope::Process
+                && !f.entry.is_negative()
+                && f.entry.decoded().is_none_or(|d| !d.is::<T>());
+            if promotion_upto(f.tier, l1_lacks_value).is_some() {
+                let fill = Fill {
+                    snap: read.snap,
+                    failed: read.failed,
+                };
+                self.promote(
+                    key,
+                    &f.entry,
+                    f.tier,
+                    l1_lacks_value,
+                    f.value.clone().into_any(),
+                    now,
+                    scope,
+                    fill,
+                )
+                .await;
+            }
+        }
+        read
+    }
+
+    /// The generic read loop.
+    pub(crate) async fn read_through<V>(
+        &self,
+        key: &Key,
+        now: Timestamp,
+        scope: &OpScope<'_>,
+        range: std::ops::Range<usize>,
+        decode: impl Fn(usize, &Entry) -> Result<V>,
+    ) -> Read<V> {
+        let inner = &*self.inner;
+        let tel = &inner.telemetry;
+        let snap = inner.epochs.snapshot(key);
+        let mut failed = Vec::new();
+        let mut stale = None;
+        let range = range.start.min(inner.tiers.len())..range.end.min(inner.tiers.len());
+        for tier in &inner.tiers[range] {
+            let i = tier.position;
+            let entry = match tier.get(tel, key).await {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    tel.miss(scope, i);
+                    continue;
+                }
+                Err(e) => {
+                    scope.event(
+                        if e.kind() == ErrorKind::CircuitOpen {
+                            "breaker_skip"
+                        } else {
+                            "fall_through"
+                        },
+                        i,
+                    );
+                    failed.push(i);
+                    continue;
+                }
+            };
+            if !entry.is_retained(now) {
+                tel.miss(scope, i);
+                continue;
+            }
+            match decode(i, &entry) {
+                Ok(value) => {
+                    if entry.is_fresh(now) {
+                        tel.hit(scope, i);
+                        return Read {
+                            fresh: Some(Found {
+                                tier: i,
+                                entry,
+                                value,
+                            }),
+                            stale,
+                            snap,
+                            failed: TierSet::only(&failed),
+                        };
+                    }
+                    tel.miss(scope, i);
+                    if stale.is_none() {
+                        stale = Some(Found {
+                            tier: i,
+                            entry,
+                            value,
+                        });
+                    }
+                }
+                Err(_) => {
+                    // An undecodable copy is a miss that heals itself.
+                    tel.corrupt(i);
+                    tel.miss(scope, i);
+                    scope.event("corrupt", i);
+                    let _ = tier.call(tel, true, tier.backend.delete(key)).await;
+                }
+            }
+        }
+        Read {
+            fresh: None,
+            stale,
+            snap,
+            failed: TierSet::only(&failed),
+        }
+    }
+}
