@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, WriteOptions};
-use crate::epochs::Snapshot;
+use crate::coherence::epochs::Snapshot;
 use crate::load::loader_error;
 use crate::lookup::{Lookup, Source};
 use crate::promote::promotion_upto;

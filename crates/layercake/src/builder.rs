@@ -13,8 +13,8 @@ use layercake_core::{
 use parking_lot::Mutex;
 
 use crate::cache::Cache;
+use crate::coherence::epochs::Epochs;
 use crate::coherence::{DEFAULT_DISCONNECTED_L1_CAP, Versions, spawn_listener};
-use crate::epochs::Epochs;
 use crate::flight::Flights;
 use crate::lock::LockOptions;
 use crate::stack::Stack;

@@ -37,7 +37,6 @@ mod cache;
 mod coherence;
 #[cfg(doctest)]
 mod doctests;
-mod epochs;
 mod flight;
 mod invalidate;
 mod key_input;

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use layercake_core::{Entry, Key, Promotion, TierSet, Timestamp};
 
 use crate::cache::Cache;
-use crate::epochs::Snapshot;
+use crate::coherence::epochs::Snapshot;
 use crate::telemetry::OpScope;
 use crate::tier::Tier;
 use crate::write::{How, cap_lifetime};

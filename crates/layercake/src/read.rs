@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::Cache;
-use crate::epochs::Snapshot;
+use crate::coherence::epochs::Snapshot;
 use crate::key_input::IntoKey;
 use crate::lookup::{Lookup, Source};
 use crate::promote::{Fill, promotion_upto};

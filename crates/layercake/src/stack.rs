@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::coherence::Versions;
-use crate::epochs::{Epochs, RecentFills};
+use crate::coherence::epochs::{Epochs, RecentFills};
 use crate::flight::Flights;
 use crate::lock::LockOptions;
 use crate::telemetry::Telemetry;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, WriteOptions};
-use crate::epochs::Snapshot;
+use crate::coherence::epochs::Snapshot;
 use crate::key_input::IntoKey;
 use crate::stats::Op;
 use crate::telemetry::ok_or_error;

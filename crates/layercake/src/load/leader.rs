@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::loader_error;
 use crate::cache::{Cache, WriteOptions};
-use crate::epochs::Snapshot;
+use crate::coherence::epochs::Snapshot;
 use crate::flight::{LeaderHandle, Loaded, Shared, Waiter};
 use crate::lookup::Source;
 use crate::write::How;

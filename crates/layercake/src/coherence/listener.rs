@@ -1,48 +1,17 @@
-//! Cross-instance coherence: entry versions and the backplane listener that drops local copies.
+//! The backplane listener: applies other instances' changes to the process- and host-local
+//! tiers (drops their copies), and caps local lifetimes while the backplane is disconnected.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use layercake_core::backplane::{Backplane, BackplaneEvent, Target};
-use layercake_core::{Key, Selector, SharedClock};
+use layercake_core::{Key, Selector};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 use crate::stack::Stack;
 use crate::tier::Scope;
-
-/// Generates per-key versions: microseconds of wall time, strictly increasing within the
-/// process, so versions from different instances order by time of write.
-#[derive(Debug)]
-pub(crate) struct Versions {
-    last: AtomicU64,
-    clock: SharedClock,
-}
-
-impl Versions {
-    pub(crate) fn new(clock: SharedClock) -> Versions {
-        Versions {
-            last: AtomicU64::new(0),
-            clock,
-        }
-    }
-
-    pub(crate) fn next(&self) -> u64 {
-        let now = self.clock.now().as_millis().saturating_mul(1000);
-        let mut prev = self.last.load(Ordering::Relaxed);
-        loop {
-            let v = now.max(prev + 1);
-            match self
-                .last
-                .compare_exchange_weak(prev, v, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return v,
-                Err(p) => prev = p,
-            }
-        }
-    }
-}
 
 /// How long local copies may live while the backplane is disconnected (default 5 s).
 pub(crate) const DEFAULT_DISCONNECTED_L1_CAP: Duration = Duration::from_secs(5);
