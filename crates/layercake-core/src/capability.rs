@@ -1,4 +1,4 @@
-//! [`Capability`]: what a backend does natively.
+//! [`Capability`]: what a backend does natively, and [`Reach`]: who sees its entries.
 
 /// What a backend supports natively; the conformance suite selects its cases by it, and the
 /// composer uses it to choose code paths.
@@ -21,8 +21,17 @@ pub struct Capability {
     /// Entries are stored as envelope bytes (so stored bytes can be corrupted and must be
     /// checked on read). False for the in-process memory tier, which keeps entries as values.
     pub stores_bytes: bool,
-    /// Several processes see the same entries.
+    /// Several processes see the same entries (what the conformance suite checks); the
+    /// composer goes by [`reach`](Capability::reach).
     pub shared: bool,
+    /// Who sees the backend's entries: this process, this host, or every instance. The
+    /// composer derives a tier's defaults from it, never from the backend's kind name:
+    /// an in-process tier gets no timeouts and no circuit breaker (it does no I/O) and may be
+    /// read on the synchronous L1 path; host-local and shared tiers get the default read and
+    /// write timeouts and a breaker; backplane messages drop copies in in-process and
+    /// host-local tiers, never in shared ones. [`Capability::MINIMAL`] says
+    /// [`Reach::Shared`], the safe assumption for a backend that talks to a server.
+    pub reach: Reach,
     /// Entries survive a restart of the process.
     pub durable: bool,
     /// The largest value (envelope) the backend accepts, if bounded.
@@ -45,6 +54,7 @@ impl Capability {
         clock_driven_expiry: false,
         stores_bytes: true,
         shared: false,
+        reach: Reach::Shared,
         durable: false,
         max_value_bytes: None,
         get_timeout: None,
@@ -55,4 +65,22 @@ impl Default for Capability {
     fn default() -> Self {
         Self::MINIMAL
     }
+}
+
+/// Who sees a backend's entries; see [`Capability::reach`].
+///
+/// Ordered from the narrowest to the widest, so a composite backend reports the widest reach
+/// of its parts (`max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Reach {
+    /// Only this process (an in-memory map): no I/O, nothing to time out; other instances
+    /// keep their own copies, which the backplane drops on a change.
+    InProcess,
+    /// Every process on this host (a local directory): I/O that can stall; other hosts keep
+    /// their own copies, which the backplane drops on a change.
+    HostLocal,
+    /// Every instance (a network server such as Redis or PostgreSQL): written once, seen by
+    /// all. The default for a backend that does not say.
+    #[default]
+    Shared,
 }

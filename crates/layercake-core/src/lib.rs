@@ -24,7 +24,7 @@ pub mod selector;
 pub mod strategy;
 
 pub use backend::{Backend, DynBackend};
-pub use capability::Capability;
+pub use capability::{Capability, Reach};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp, system_clock};
 pub use codec::{Codec, Compression, Encoded, Format};
 pub use entry::{Entry, EntryFlags};

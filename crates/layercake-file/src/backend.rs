@@ -213,6 +213,7 @@ impl Backend for FileBackend {
         c.clock_driven_expiry = true;
         c.stores_bytes = true;
         c.shared = true;
+        c.reach = layercake_core::Reach::HostLocal;
         c.durable = true;
         c.max_value_bytes = Some(usize::try_from(self.store.max_bytes).unwrap_or(usize::MAX));
         c

@@ -239,6 +239,7 @@ impl Backend for MemoryBackend {
         c.clock_driven_expiry = true;
         c.stores_bytes = false;
         c.shared = false;
+        c.reach = layercake_core::Reach::InProcess;
         c.durable = false;
         c.max_value_bytes =
             usize::try_from(self.max_entry_weight.saturating_sub(VALUE_HEADROOM)).ok();

@@ -406,6 +406,7 @@ impl Backend for PostgresBackend {
         c.clock_driven_expiry = true;
         c.stores_bytes = true;
         c.shared = true;
+        c.reach = layercake_core::Reach::Shared;
         // Both kinds survive a restart of the application and a clean restart of the server;
         // an unlogged table is emptied only by a server crash (see the README).
         c.durable = true;

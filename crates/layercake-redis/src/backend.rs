@@ -352,6 +352,7 @@ impl Backend for RedisBackend {
         c.clock_driven_expiry = false;
         c.stores_bytes = true;
         c.shared = true;
+        c.reach = layercake_core::Reach::Shared;
         c.durable = false;
         c.max_value_bytes = Some(512 * 1024 * 1024);
         c.get_timeout = Some(self.inner.config.operation_timeout);

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use layercake_core::{Backend, Capability, Error, Result};
+use layercake_core::{Backend, Capability, Error, Reach, Result};
 
 use crate::breaker::{Breaker, BreakerConfig, Permit};
 use crate::telemetry::Telemetry;
@@ -135,7 +135,8 @@ impl TierOptions {
         self.max_ttl = Some(ttl);
         self
     }
-    /// Scope (default: `Process` for memory, `Host` for file, `Shared` otherwise).
+    /// Scope (default: from the backend's [`Capability::reach`](layercake_core::Capability::reach):
+    /// `Process` for in-process, `Host` for host-local, `Shared` for shared backends).
     pub fn scope(mut self, s: Scope) -> Self {
         self.scope = Some(s);
         self
@@ -177,29 +178,30 @@ impl Drop for ProbeGuard<'_> {
 impl Tier {
     pub(crate) fn new(position: usize, backend: Arc<dyn Backend>, opts: TierOptions) -> Tier {
         let kind = backend.kind();
-        let is_memory = kind == "memory";
-        let default_read = if is_memory {
+        let capability = backend.capability();
+        // Defaults follow from who sees the tier's entries, never from its kind name: an
+        // in-process tier does no I/O (no timer, no breaker).
+        let in_process = capability.reach == Reach::InProcess;
+        let default_read = if in_process {
             None
         } else {
             Some(Duration::from_millis(250))
         };
-        let default_write = if is_memory {
+        let default_write = if in_process {
             None
         } else {
             Some(Duration::from_secs(1))
         };
-        let default_breaker = if is_memory {
+        let default_breaker = if in_process {
             None
         } else {
             Some(BreakerConfig::default())
         };
-        let scope = opts.scope.unwrap_or(match kind {
-            "memory" => Scope::Process,
-            "file" => Scope::Host,
-            _ if !backend.capability().shared => Scope::Process,
-            _ => Scope::Shared,
+        let scope = opts.scope.unwrap_or(match capability.reach {
+            Reach::InProcess => Scope::Process,
+            Reach::HostLocal => Scope::Host,
+            Reach::Shared => Scope::Shared,
         });
-        let capability = backend.capability();
         Tier {
             name: Arc::from(opts.name.unwrap_or_else(|| format!("l{}", position + 1))),
             position,

@@ -35,6 +35,11 @@ impl Backend for TieredBackend {
         c.clock_driven_expiry = all(|c| c.clock_driven_expiry);
         c.stores_bytes = false;
         c.shared = tiers.iter().any(|t| t.capability.shared);
+        c.reach = tiers
+            .iter()
+            .map(|t| t.capability.reach)
+            .max()
+            .unwrap_or_default();
         c.durable = tiers.iter().any(|t| t.capability.durable);
         c.max_value_bytes = tiers
             .iter()

@@ -145,7 +145,7 @@ pub(crate) struct Otel {
     pub(super) loader_duration: Histogram<f64>,
     l1_hit_spans: L1HitSpans,
     pub(super) time_every_operation: bool,
-    /// Whether the first tier is a memory tier (set once the cache is built): then a
+    /// Whether the first tier is in-process (set once the cache is built): then a
     /// single-key read may open its span after the L1 lookup without a visible error, and
     /// need not read the clock up front.
     pub(super) fast_first_tier: AtomicBool,

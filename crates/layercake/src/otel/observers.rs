@@ -120,7 +120,10 @@ pub(crate) fn observe(inner: &Arc<Stack>, setup: OtelSetup) {
         return;
     };
     otel.fast_first_tier.store(
-        inner.tiers.first().is_some_and(|t| t.kind == "memory"),
+        inner
+            .tiers
+            .first()
+            .is_some_and(|t| t.capability.reach == layercake_core::Reach::InProcess),
         Ordering::Relaxed,
     );
     let m = &otel.meter;
