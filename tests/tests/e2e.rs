@@ -1,5 +1,5 @@
 //! End-to-end: four real tiers (memory, Redis, PostgreSQL, file) composed by the cache.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -7,7 +7,11 @@
 //! services isolated by a random key prefix, schema and directory. The nextest configuration
 //! runs this binary's tests one at a time (`serial-timing` group) so timing figures do not
 //! compete for the 2 cores.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
 
 /// The scenarios (files under `tests/tests/fault/`); test names start with `fault::`.
 mod fault {

@@ -1,7 +1,11 @@
 //! Property tests of the key strategies and the backplane message decoder, beyond those in
 //! `layercake-core` (which covers envelope round trips and arbitrary/mutated envelope bytes,
 //! arbitrary message bytes and text, and map-order independence of digest keys).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
 
 use std::collections::HashSet;
 

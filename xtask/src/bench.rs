@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: run the benchmark binary against real services.
 //!
-//! Benchmarks are not tests (DESIGN §5): this measures and reports into `target/bench`; nothing
-//! here asserts a time.
+//! Benchmarks are not tests (a timing assertion would make CI flaky): this measures and
+//! reports into `target/bench`; nothing here asserts a time.
 
 use xshell::{Shell, cmd};
 

@@ -1,6 +1,6 @@
 //! `cargo xtask`: project automation for layercake.
 //!
-//! One entry point for the chores around the workspace (DESIGN §5):
+//! One entry point for the chores around the workspace:
 //!
 //! - `cargo xtask services up|down|status`: find or start Redis and PostgreSQL for the tests;
 //! - `cargo xtask test [-- <nextest args>]`: the one test command (format, clippy, tests, doc

@@ -1,6 +1,6 @@
 //! `cargo xtask services`: find or start the Redis and PostgreSQL servers the tests need.
 //!
-//! The search order (DESIGN §5), for each service on its own:
+//! The search order, for each service on its own (tests talk to real servers, never mocks):
 //!
 //! 1. the URL in `REDIS_URL` / `DATABASE_URL` when set; it must answer, or we fail;
 //! 2. the local default (`redis://127.0.0.1:6379`, `postgres://postgres@127.0.0.1:5432/test`)

@@ -1,4 +1,4 @@
-//! `cargo xtask test`: the one test command (DESIGN §5).
+//! `cargo xtask test`: the one test command, the same locally and in CI.
 //!
 //! Steps, in order, stopping at the first that fails:
 //! fmt, clippy (warnings denied), services, tests (nextest, else cargo test), doc tests,

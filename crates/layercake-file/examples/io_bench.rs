@@ -11,7 +11,10 @@
 //! Run: `cargo run --release -p layercake-file --example io_bench [dir]`.
 //! It is a measurement, not a test: nothing here asserts a time.
 
-#![allow(clippy::unwrap_used)] // a measurement program: any failure should abort it
+#![allow(
+    clippy::unwrap_used,
+    reason = "a measurement program: any failure should abort it"
+)]
 
 use std::fs;
 use std::io::Write;

@@ -1,7 +1,10 @@
 //! Behaviour specific to the file tier: paths, the open-time scan, sharing a directory, the
 //! sweep and its lock, parallel `get_many`.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] functions panic on failure too
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] functions panic on failure too"
+)]
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};

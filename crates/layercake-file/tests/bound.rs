@@ -1,6 +1,9 @@
 //! The byte bound under churn: unique keys worth 20× the bound, sizes varied.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] functions panic on failure too
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] functions panic on failure too"
+)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,10 @@
 //! The whole conformance suite of `layercake-testkit` against a `FileBackend` in a fresh
 //! directory, with a manual clock and raw access to the entry files.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] functions panic on failure too
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] functions panic on failure too"
+)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -4,7 +4,10 @@
 //! acknowledged write must still be there (a process crash never loses the page cache), and
 //! no temp file survives the open.
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] functions panic on failure too
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] functions panic on failure too"
+)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -2,7 +2,10 @@
 //! was acknowledged is lost. Once with an injected `ENOSPC` (portable), once on a real 1 MiB
 //! tmpfs (needs permission to mount; as root here).
 
-#![allow(clippy::unwrap_used)] // helpers outside #[test] functions panic on failure too
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] functions panic on failure too"
+)]
 
 use std::path::Path;
 use std::process::Command;

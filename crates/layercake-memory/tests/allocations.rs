@@ -1,5 +1,8 @@
 //! The read path allocates nothing: counted with a global allocator in this test binary.
-#![allow(unsafe_code)] // a counting GlobalAlloc needs `unsafe impl`; it only forwards to System.
+#![allow(
+    unsafe_code,
+    reason = "a counting GlobalAlloc needs `unsafe impl`; it only forwards to System"
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::any::Any;

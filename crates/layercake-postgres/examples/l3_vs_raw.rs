@@ -8,7 +8,11 @@
 //! Uses `DATABASE_URL` or `postgres://postgres@127.0.0.1:5432/test`, in a schema of its own
 //! that is dropped at the end. One request in flight at a time; the contenders are
 //! interleaved op by op so drift of the machine hits all of them alike.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a measurement program: any failure should abort it"
+)]
 
 use std::str::FromStr;
 use std::sync::Arc;

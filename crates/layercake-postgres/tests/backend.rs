@@ -1,7 +1,7 @@
 //! Behaviour of the PostgreSQL backend beyond the conformance suite: byte-exact round trips of
 //! hostile keys and values, bulk statements, schema creation and migration, identifier
 //! quoting, error mapping and timeouts.
-#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod support;
 

@@ -1,5 +1,5 @@
 //! The LISTEN/NOTIFY backplane on the shared server, on a channel of its own.
-#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod support;
 

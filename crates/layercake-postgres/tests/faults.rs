@@ -1,7 +1,7 @@
 //! Fault tests on a throwaway cluster of our own (initdb + pg_ctl on a free loopback port):
 //! server restart with idle pooled connections, a frozen server, and the backplane across a
 //! restart. Only this cluster's processes are stopped or signalled.
-#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod support;
 

@@ -1,5 +1,5 @@
 //! The reaper keeps the table bounded under a churn of short-lived entries, and stops.
-#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod support;
 

@@ -1,7 +1,10 @@
 //! The pub/sub backplane: delivery to two subscribers, own-message filtering, malformed
 //! messages, and `CLIENT KILL TYPE pubsub` reported as a disconnect and a reconnect.
 
-#![allow(clippy::unwrap_used)] // helpers of tests: a panic is a test failure
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: a panic is a test failure"
+)]
 
 mod support;
 

@@ -3,7 +3,10 @@
 //! connection modes and on both runtimes; with coalescing off the answers are the same and
 //! no `MGET` is used.
 
-#![allow(clippy::unwrap_used)] // helpers of tests: a panic is a test failure
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: a panic is a test failure"
+)]
 
 mod support;
 

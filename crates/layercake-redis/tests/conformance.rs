@@ -1,7 +1,10 @@
 //! The conformance suite against the local Redis (both connection modes) and against a local
 //! three-master cluster started by the test.
 
-#![allow(clippy::unwrap_used)] // helpers of tests: a panic is a test failure
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: a panic is a test failure"
+)]
 
 mod support;
 

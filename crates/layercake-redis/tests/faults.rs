@@ -6,7 +6,10 @@
 //! `Unavailable` / `Timeout`, and the backend serves again after the restart without being
 //! rebuilt. Measured figures are printed.
 
-#![allow(clippy::unwrap_used)] // helpers of tests: a panic is a test failure
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: a panic is a test failure"
+)]
 
 mod support;
 

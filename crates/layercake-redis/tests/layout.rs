@@ -2,7 +2,10 @@
 //! (`PX`) from the remaining lifetime, tag-set lifetimes, and a wrong-type key healed as
 //! corruption.
 
-#![allow(clippy::unwrap_used)] // helpers of tests: a panic is a test failure
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: a panic is a test failure"
+)]
 
 mod support;
 

@@ -12,7 +12,7 @@
 //! No wall-clock speed is asserted: every wait is bounded by the configured timeouts, and the
 //! assertions are on outcomes.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 mod support;
 

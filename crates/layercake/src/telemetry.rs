@@ -63,9 +63,15 @@ impl Outcome {
 #[derive(Debug)]
 pub(crate) struct Telemetry {
     pub(crate) stats: StatsRecorder,
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "read only by the OpenTelemetry instruments (feature `otel`)"
+    )]
     pub(crate) cache_name: Arc<str>,
-    #[allow(dead_code)]
+    #[allow(
+        dead_code,
+        reason = "read only by the OpenTelemetry instruments (feature `otel`)"
+    )]
     pub(crate) tier_names: Vec<Arc<str>>,
     /// OpenTelemetry instruments, tracer and counters; `None` when disabled.
     #[cfg(feature = "otel")]

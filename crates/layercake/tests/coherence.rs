@@ -1,7 +1,7 @@
 //! Backplane handling in the composer, over an in-process bus whose connections the tests
 //! drop and restore: messages drop other instances' local copies, a disconnected instance caps
 //! its local lifetimes, a reconnect drops everything local.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Composer behaviour on in-process tiers, with fault-injecting and recording wrappers and a
 //! manual clock. (End-to-end suites on real Redis/PostgreSQL/file tiers live in `tests/`.)
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::collections::HashMap;
 use std::sync::Arc;

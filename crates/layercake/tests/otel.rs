@@ -3,7 +3,7 @@
 //! `get_or_compute` that misses L1 and hits L3, no key or value in any attribute, and the
 //! Prometheus example's scrape endpoint.
 #![cfg(feature = "otel")]
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -21,7 +21,11 @@ use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMe
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 
-#[allow(dead_code, unreachable_pub)]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "the example is a program of its own; the test uses only its setup functions"
+)]
 #[path = "../examples/prometheus.rs"]
 mod prometheus_example;
 

@@ -1,5 +1,5 @@
 //! The composed `memory + file` stack, used as one backend, passes the conformance suite.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::sync::Arc;
 

@@ -1,6 +1,11 @@
 //! Private fixtures of the layercake-postgres tests: a schema per test on the shared server,
 //! raw table access for the conformance suite, and a throwaway cluster for fault tests.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    reason = "fixtures shared by several test binaries; each uses a part"
+)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

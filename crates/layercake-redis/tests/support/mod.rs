@@ -2,7 +2,12 @@
 //! three-master cluster) on free loopback ports, and raw access for the conformance suite.
 //! Only pids started here are ever signalled.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // test fixtures: panics are failures
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    reason = "test fixtures: panics are failures"
+)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
