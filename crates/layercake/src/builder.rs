@@ -71,6 +71,13 @@ impl std::fmt::Debug for CacheBuilder {
     }
 }
 
+impl Cache {
+    /// Start building a cache named `name` (the name appears in metrics and stats).
+    pub fn builder(name: impl Into<String>) -> CacheBuilder {
+        CacheBuilder::new(name)
+    }
+}
+
 impl CacheBuilder {
     pub(crate) fn new(name: impl Into<String>) -> CacheBuilder {
         CacheBuilder {

@@ -98,11 +98,6 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    /// Start building a cache named `name` (the name appears in metrics and stats).
-    pub fn builder(name: impl Into<String>) -> crate::CacheBuilder {
-        crate::CacheBuilder::new(name)
-    }
-
     /// The same cache (same tiers, same state) making keys with another strategy — e.g. one
     /// handle per namespace.
     pub fn with_keys(&self, keys: impl KeyStrategy) -> Cache {
@@ -202,13 +197,6 @@ impl Cache {
         }
         for t in self.inner.tasks.lock().drain(..) {
             t.abort();
-        }
-    }
-
-    /// The composed stack as one untyped [`Backend`](layercake_core::Backend).
-    pub fn as_backend(&self) -> crate::TieredBackend {
-        crate::TieredBackend {
-            cache: self.clone(),
         }
     }
 }

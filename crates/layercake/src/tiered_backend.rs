@@ -101,6 +101,13 @@ impl Backend for TieredBackend {
 
 // The raw adapter: entries in and out, no decoding.
 impl Cache {
+    /// The composed stack as one untyped [`Backend`].
+    pub fn as_backend(&self) -> TieredBackend {
+        TieredBackend {
+            cache: self.clone(),
+        }
+    }
+
     pub(crate) async fn raw_get(&self, key: &Key) -> Result<Option<Entry>> {
         let scope = self.inner.telemetry.start(Op::Get);
         let now = self.inner.clock.now();

@@ -73,7 +73,7 @@ pub const ATTR_REASON: &str = "layercake.reason";
 /// Attribute key: a circuit-breaker state (`closed`, `open`, `half_open`).
 pub const ATTR_BREAKER_STATE: &str = "layercake.breaker.state";
 /// Attribute key for error kinds (OpenTelemetry semantic convention `error.type`), values
-/// from [`ErrorKind::as_str`].
+/// from [`ErrorKind::as_str`](layercake_core::ErrorKind::as_str).
 pub const ATTR_ERROR_TYPE: &str = "error.type";
 
 /// Boundaries of the duration histograms, in seconds: 10 µs … 10 s.
