@@ -11,7 +11,9 @@
 
 /// The scenarios (files under `tests/tests/fault/`); test names start with `fault::`.
 mod fault {
+    mod contract;
     mod support;
+    mod tmpfs;
 
     mod s01_redis_killed;
     mod s02_redis_frozen;
@@ -24,4 +26,9 @@ mod fault {
     mod s09_stampede;
     mod s10_coherence;
     mod s11_memory;
+    mod s12_redis_aof_restart;
+    mod s13_redis_unreachable;
+    mod s14_redis_oom;
+    mod s15_postgres_restart;
+    mod s16_file_tier_full;
 }
