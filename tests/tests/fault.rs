@@ -31,4 +31,5 @@ mod fault {
     mod s14_redis_oom;
     mod s15_postgres_restart;
     mod s16_file_tier_full;
+    mod s17_read_your_writes;
 }

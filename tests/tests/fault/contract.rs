@@ -66,8 +66,8 @@ impl Group {
         match self {
             Group::Invalidated => Some(INVALIDATED_TAG),
             Group::Untouched => Some("contract-untouched"),
-            Group::Rewritten if k % 2 == 0 => Some("contract-rewritten"),
-            Group::Deleted if k % 2 == 0 => Some("contract-deleted"),
+            Group::Rewritten if k.is_multiple_of(2) => Some("contract-rewritten"),
+            Group::Deleted if k.is_multiple_of(2) => Some("contract-deleted"),
             Group::Rewritten | Group::Deleted => None,
         }
     }
