@@ -54,10 +54,10 @@ struct Rec {
 }
 
 /// Two instances over 50 keys, each with its own L1 and its own connections to a shared L2
-/// and L3 (a throwaway Redis, and a throwaway PostgreSQL with fsync and synchronous commit on), kept coherent by the
-/// Redis backplane. Each
-/// instance runs 4 tasks × 5 000 operations (50 % get, 35 % set, 15 % delete), with no wait
-/// between an operation and the next (40 000 operations):
+/// and L3 (a throwaway Redis; a throwaway PostgreSQL with fsync and synchronous commit on),
+/// kept coherent by the Redis backplane. Each instance runs 4 tasks × 5 000 operations (a
+/// `get` of a random key, or a `set` or `delete` of a random key followed at once by a `get`
+/// of the same key), with no wait between an operation and the next (40 000 operations):
 ///
 /// - 0 read-your-writes violations: no read by an instance returns a value that was written
 ///   (by either instance) before this instance's own acknowledged write of the key began —
@@ -137,19 +137,30 @@ async fn instance(redis_url: &str, database_url: &str, name: &str, bp: Bp) -> Ca
         .unwrap()
 }
 
-/// One task: `OPS_PER_TASK` random operations, none waiting for anything.
+/// One task: `OPS_PER_TASK` operations, none waiting for anything: a `get` of a random key
+/// (50 %), or a `set` (35 %) or `delete` (15 %) of a random key followed at once by a `get` of
+/// the same key.
 async fn task(cache: Cache, instance: usize, seed: u64, next: Arc<AtomicU64>) -> Vec<Rec> {
     let mut rng = Rng::new(seed);
     let mut out = Vec::with_capacity(OPS_PER_TASK);
+    let mut read_back = None;
     for _ in 0..OPS_PER_TASK {
-        let key = rng.below(KEYS);
-        let name = format!("k{key}");
-        let roll = rng.below(100);
-        let kind = match roll {
-            0..50 => Kind::Get,
-            50..85 => Kind::Set,
-            _ => Kind::Delete,
+        let (key, kind) = match read_back.take() {
+            Some(key) => (key, Kind::Get),
+            None => {
+                let key = rng.below(KEYS);
+                let kind = match rng.below(100) {
+                    0..50 => Kind::Get,
+                    50..85 => Kind::Set,
+                    _ => Kind::Delete,
+                };
+                if kind != Kind::Get {
+                    read_back = Some(key);
+                }
+                (key, kind)
+            }
         };
+        let name = format!("k{key}");
         let start = Instant::now();
         let (value, ok, tier) = match kind {
             Kind::Get => {
