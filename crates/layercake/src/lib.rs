@@ -34,6 +34,8 @@ mod breaker;
 mod builder;
 mod cache;
 mod coherence;
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(doctest)]
 mod doctests;
 mod epochs;
@@ -82,3 +84,6 @@ pub use layercake_file as file;
 
 #[cfg(feature = "otel")]
 pub use otel::{L1HitSpans, OtelConfig};
+
+#[cfg(feature = "config")]
+pub use config::CacheConfig;
