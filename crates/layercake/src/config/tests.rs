@@ -152,6 +152,7 @@ fn serde_reads_text_durations_and_sizes() {
     assert!(e.to_string().contains("unknown field"), "{e}");
 }
 
+#[cfg(feature = "file")]
 #[tokio::test]
 async fn memory_and_files_build_with_the_configured_names_and_policy() {
     let dir = tempfile::tempdir().unwrap();
