@@ -233,7 +233,7 @@ async fn scan_pages_through_sorted_keys_and_stats_counts_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_and_files_only_same_commands() {
     let env = Env::files_only();
-    let (tiers, cache) = env.instance().await;
+    let (_tiers, cache) = env.instance().await;
     assert_eq!(cache.tier_names(), ["memory", "file"]);
     cache.set("k", vec![1, 2, 3]).await.unwrap();
     let doc = env

@@ -17,15 +17,15 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// What one CLI run printed and how it ended.
 #[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
     /// stdout as JSON, or a panic showing both streams.
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
                 "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
@@ -36,16 +36,16 @@ impl Run {
 }
 
 /// A test's own cache environment.
-pub struct Env {
-    pub vars: Vec<(String, String)>,
-    pub dir: tempfile::TempDir,
-    pub table: Option<String>,
+pub(crate) struct Env {
+    pub(crate) vars: Vec<(String, String)>,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) table: Option<String>,
 }
 
 impl Env {
     /// Redis, PostgreSQL (table `layercake_cli.t_<id>`) and a temp directory, in a namespace
     /// and Redis prefix of this test's own.
-    pub fn full() -> Env {
+    pub(crate) fn full() -> Env {
         let id = unique_id("t");
         let table = format!("layercake_cli.{id}");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -69,7 +69,7 @@ impl Env {
     }
 
     /// Memory and files only.
-    pub fn files_only() -> Env {
+    pub(crate) fn files_only() -> Env {
         let id = unique_id("t");
         let dir = tempfile::tempdir().expect("temp dir");
         let vars = vec![
@@ -87,36 +87,36 @@ impl Env {
     }
 
     /// Set (or replace) a variable.
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+    pub(crate) fn set(&mut self, name: &str, value: impl Into<String>) {
         self.vars.retain(|(k, _)| k != name);
         self.vars.push((name.to_owned(), value.into()));
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.vars
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn namespace_prefix(&self) -> String {
+    pub(crate) fn namespace_prefix(&self) -> String {
         format!(
             "{}:v1:",
             self.get("LAYERCAKE_NAMESPACE").unwrap_or("default")
         )
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// The configuration a service with this environment reads.
-    pub fn config(&self) -> CacheConfig {
+    pub(crate) fn config(&self) -> CacheConfig {
         CacheConfig::from_vars(self.vars.clone()).expect("valid configuration")
     }
 
     /// A running instance: its tiers (to look at its memory tier) and its cache.
-    pub async fn instance(&self) -> (Tiers, Cache) {
+    pub(crate) async fn instance(&self) -> (Tiers, Cache) {
         let c = self.config();
         let tiers = c.connect().await.expect("connect the configured tiers");
         let cache = tiers.cache(&c).expect("build the cache");
@@ -124,7 +124,7 @@ impl Env {
     }
 
     /// Run the built `layercake` binary with only this environment, bounded by `RUN_LIMIT`.
-    pub fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         let mut child = Command::new(env!("CARGO_BIN_EXE_layercake"))
             .args(args)
             .env_clear()
@@ -155,7 +155,7 @@ impl Env {
     }
 
     /// Run and expect exit code `code`, showing the output when it differs.
-    pub fn run_expect(&self, args: &[&str], code: i32) -> Run {
+    pub(crate) fn run_expect(&self, args: &[&str], code: i32) -> Run {
         let r = self.run(args);
         assert_eq!(
             r.code, code,
@@ -166,7 +166,7 @@ impl Env {
     }
 
     /// Remove what the test left: its Redis keys, its PostgreSQL table.
-    pub async fn cleanup(&self, tiers: &Tiers, cache: &Cache) {
+    pub(crate) async fn cleanup(&self, tiers: &Tiers, cache: &Cache) {
         let _ = cache.clear().await;
         cache.shutdown().await;
         if let (Some(pg), Some(table)) = (&tiers.postgres, &self.table) {
@@ -189,7 +189,7 @@ impl Env {
 }
 
 /// Wait up to 5 s for `cond`, polling.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !cond() {
         assert!(Instant::now() < deadline, "{what}: not within 5 s");
