@@ -9,7 +9,10 @@ use support::{Env, eventually};
 
 /// The version of `key`'s copy in `b`, if any.
 async fn present(b: &dyn Backend, key: &Key) -> Option<u64> {
-    b.get(key).await.expect("the tier answers").map(|e| e.version)
+    b.get(key)
+        .await
+        .expect("the tier answers")
+        .map(|e| e.version)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
