@@ -56,8 +56,12 @@ async fn inspect_and_get_show_what_the_library_wrote() {
             "remaining {remaining} ms, {elapsed} ms after the write: {t}"
         );
     }
+    // Redis's own lifetime of the key agrees, by the same bound.
     let server_ttl = list[0]["server_ttl_ms"].as_i64().unwrap();
-    assert!((58_000..=60_000).contains(&server_ttl), "{server_ttl}");
+    assert!(
+        server_ttl <= 60_000 && server_ttl >= 60_000 - elapsed - 1_000,
+        "PTTL {server_ttl} ms, {elapsed} ms after the write"
+    );
     assert_eq!(doc["value"], value);
     assert_eq!(doc["value_from"], json!("redis"));
 
@@ -198,7 +202,10 @@ async fn scan_pages_through_sorted_keys_and_stats_counts_them() {
         assert_eq!(page["tier"], json!("postgres"));
         for k in page["keys"].as_array().unwrap() {
             seen.push(k["key"].as_str().unwrap().to_owned());
-            assert!(k["remaining_ms"].as_i64().unwrap() > 290_000, "{k}");
+            assert!(
+                (1..=300_000).contains(&k["remaining_ms"].as_i64().unwrap()),
+                "{k}"
+            );
         }
         match page["next_after"].as_str() {
             Some(n) => after = Some(n.to_owned()),

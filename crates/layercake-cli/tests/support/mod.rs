@@ -188,11 +188,11 @@ impl Env {
     }
 }
 
-/// Wait up to 5 s for `cond`, polling.
+/// Wait up to 10 s for `cond`, polling (a bound for a loaded machine, not a speed claim).
 pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within 5 s");
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
