@@ -35,6 +35,8 @@ mod breaker;
 mod builder;
 mod cache;
 mod coherence;
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(doctest)]
 mod doctests;
 mod flight;
@@ -90,3 +92,6 @@ pub use layercake_file as file;
 
 #[cfg(feature = "otel")]
 pub use otel::{L1HitSpans, OtelConfig};
+
+#[cfg(feature = "config")]
+pub use config::CacheConfig;
