@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) reaped: AtomicU64,
     pub(crate) reaper_errors: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Where the pool connects (`host:port`, no credentials), for errors.
+    pub(crate) endpoint: String,
 }
 
 /// A pooled connection checked out for one attempt of one operation.
@@ -129,7 +131,11 @@ impl Shared {
     }
 
     async fn checkout(&self, op: &'static str) -> Result<Lease> {
-        let obj = self.pool.get().await.map_err(|e| error::pool(op, e))?;
+        let obj = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| error::pool(op, e, &self.endpoint))?;
         Ok(Lease { obj: Some(obj) })
     }
 
@@ -227,6 +233,7 @@ impl PostgresBackend {
             reaped: AtomicU64::new(0),
             reaper_errors: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            endpoint: error::endpoint(&config.pg),
         });
         // Start-up may wait on another instance's migration: allow a few operation timeouts.
         let startup = config.operation_timeout.max(config.connect_timeout) * 5;

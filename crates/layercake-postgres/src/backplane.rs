@@ -160,6 +160,8 @@ pub struct PostgresBackplane {
     instance: InstanceId,
     channel: String,
     pool: Pool,
+    /// Where it connects (`host:port`, no credentials), for errors.
+    endpoint: String,
     operation_timeout: Duration,
     state: Arc<State>,
     events: broadcast::Sender<BackplaneEvent>,
@@ -205,6 +207,7 @@ impl PostgresBackplane {
             instance: config.instance,
             channel: config.channel,
             pool,
+            endpoint: error::endpoint(&config.pg),
             operation_timeout: config.operation_timeout,
             state,
             events,
@@ -308,7 +311,7 @@ impl Backplane for PostgresBackplane {
                 .pool
                 .get()
                 .await
-                .map_err(|e| error::pool("NOTIFY", e))?;
+                .map_err(|e| error::pool("NOTIFY", e, &self.endpoint))?;
             let st = client
                 .prepare_cached("SELECT pg_notify($1, $2)")
                 .await
@@ -418,7 +421,13 @@ impl Listener {
         let connect = tokio::time::timeout(cfg.connect_timeout, pg.connect(NoTls));
         let (client, mut connection) = match connect.await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return lost(error::pg("LISTEN connect", e)),
+            Ok(Err(e)) => {
+                return lost(error::connect(
+                    "LISTEN connect",
+                    e,
+                    &error::endpoint(&cfg.pg),
+                ));
+            }
             Err(_) => return lost(error::timeout("LISTEN connect", cfg.connect_timeout)),
         };
         // Drive the connection in its own task; notifications come back through a channel,

@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 
 use crate::backend::RedisBackend;
 use crate::config::RedisConfig;
-use crate::conn::{Redis, client};
-use crate::error::{BACKEND, connect_timeout, map_err};
+use crate::conn::{Redis, client, endpoint};
+use crate::error::{BACKEND, connect_err_at, connect_timeout, map_err_at};
 
 /// Configuration of a [`RedisBackplane`].
 #[derive(Debug, Clone)]
@@ -100,6 +100,8 @@ struct Shared {
 struct Subscriber {
     shared: Arc<Shared>,
     client: Client,
+    /// Where the subscriber connects (`host:port`), for errors.
+    addr: String,
     config: BackplaneConfig,
     connect_timeout: Duration,
     ping_timeout: Duration,
@@ -153,6 +155,7 @@ impl RedisBackplane {
         let sub = Subscriber {
             shared: shared.clone(),
             client: client(redis)?,
+            addr: endpoint(redis),
             config,
             connect_timeout: redis.connect_timeout,
             ping_timeout: redis.operation_timeout,
@@ -184,16 +187,20 @@ impl Drop for RedisBackplane {
 impl Subscriber {
     async fn subscribe(&self) -> Result<(PubSubSink, PubSubStream)> {
         let fut = async {
-            let ps = self.client.get_async_pubsub().await.map_err(map_err)?;
+            let ps = self
+                .client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| connect_err_at(e, &self.addr))?;
             let (mut sink, stream) = ps.split();
             sink.subscribe(&self.config.channel)
                 .await
-                .map_err(map_err)?;
+                .map_err(|e| map_err_at(e, &self.addr))?;
             Ok((sink, stream))
         };
         tokio::time::timeout(self.connect_timeout, fut)
             .await
-            .map_err(|_| connect_timeout(self.connect_timeout))?
+            .map_err(|_| connect_timeout(&self.addr, self.connect_timeout))?
     }
 
     async fn run(self, first: (PubSubSink, PubSubStream)) {

@@ -2,8 +2,8 @@
 //! checkout and error mapping applied to every command in one place.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use layercake_core::Result;
@@ -13,13 +13,14 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
-    Pipeline, RedisResult, Value,
+    Pipeline, RedisError, RedisResult, Value,
 };
 use tokio::time::Instant;
 
 use crate::config::{ConnectionMode, RedisConfig};
 use crate::error::{
-    breaks_connection, connect_timeout, is_connection_failure, map_err, map_pool_err, op_timeout,
+    breaks_connection, connect_err_at, connect_timeout, is_connection_failure, map_err, map_err_at,
+    map_pool_err, op_timeout,
 };
 use crate::lease::Lease;
 use crate::managed::Managed;
@@ -28,7 +29,8 @@ use crate::pool::PoolManager;
 #[derive(Clone)]
 enum Conn {
     Managed(Arc<Managed>),
-    Pool(bb8::Pool<PoolManager>),
+    /// The pool, and why its last connection attempt failed.
+    Pool(bb8::Pool<PoolManager>, Arc<Mutex<Option<RedisError>>>),
     Cluster(ClusterConnection),
 }
 
@@ -36,6 +38,9 @@ enum Conn {
 #[derive(Clone)]
 pub(crate) struct Redis {
     conn: Conn,
+    /// Where it connects, for errors: `host:port` (or a socket path), comma-separated for
+    /// cluster seeds; never credentials.
+    addr: Arc<str>,
     op_timeout: Duration,
     pool_wait: Duration,
     /// How many times a request that failed at the I/O level is sent again (time permitting).
@@ -77,6 +82,19 @@ pub(crate) fn connection_info(cfg: &RedisConfig, url: &str) -> Result<Connection
     Ok(info.set_redis_settings(settings))
 }
 
+/// Where `cfg` connects, for messages: `host:port` (or a socket path) of each configured node,
+/// comma-separated; never credentials.
+pub(crate) fn endpoint(cfg: &RedisConfig) -> String {
+    cfg.nodes()
+        .into_iter()
+        .map(|u| match u.into_connection_info() {
+            Ok(info) => info.addr().to_string(),
+            Err(_) => crate::config::redact_url(u),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A client for the first configured node (standalone URL or first cluster seed).
 pub(crate) fn client(cfg: &RedisConfig) -> Result<Client> {
     let url = cfg.nodes().first().copied().unwrap_or(cfg.url.as_str());
@@ -87,6 +105,7 @@ impl Redis {
     /// Connect as configured, and PING once so that a wrong address or credentials fail here.
     pub(crate) async fn connect(cfg: &RedisConfig) -> Result<Redis> {
         cfg.validate()?;
+        let addr = endpoint(cfg);
         let conn = match cfg.mode {
             ConnectionMode::Multiplexed => {
                 let mc = ConnectionManagerConfig::new()
@@ -101,16 +120,18 @@ impl Redis {
                 let fut = cl.get_connection_manager_with_config(mc.clone());
                 let m = tokio::time::timeout(cfg.connect_timeout, fut)
                     .await
-                    .map_err(|_| connect_timeout(cfg.connect_timeout))?
-                    .map_err(map_err)?;
+                    .map_err(|_| connect_timeout(&addr, cfg.connect_timeout))?
+                    .map_err(|e| connect_err_at(e, &addr))?;
                 Conn::Managed(Arc::new(Managed::new(cl, mc, m)))
             }
             ConnectionMode::Pool => {
+                let last_error = Arc::new(Mutex::new(None));
                 let manager = PoolManager {
                     client: client(cfg)?,
                     config: AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(cfg.connect_timeout))
                         .set_response_timeout(None),
+                    last_error: last_error.clone(),
                 };
                 let pool = bb8::Pool::builder()
                     .max_size(cfg.pool_max_size)
@@ -118,7 +139,7 @@ impl Redis {
                     .test_on_check_out(false)
                     .connection_timeout(cfg.pool_wait_timeout)
                     .build_unchecked(manager);
-                Conn::Pool(pool)
+                Conn::Pool(pool, last_error)
             }
             ConnectionMode::Cluster => {
                 let infos = cfg
@@ -141,8 +162,8 @@ impl Redis {
                 let client = b.build().map_err(map_err)?;
                 let c = tokio::time::timeout(cfg.connect_timeout, client.get_async_connection())
                     .await
-                    .map_err(|_| connect_timeout(cfg.connect_timeout))?
-                    .map_err(map_err)?;
+                    .map_err(|_| connect_timeout(&addr, cfg.connect_timeout))?
+                    .map_err(|e| connect_err_at(e, &addr))?;
                 Conn::Cluster(c)
             }
         };
@@ -157,6 +178,7 @@ impl Redis {
         };
         let r = Redis {
             conn,
+            addr: addr.into(),
             op_timeout: cfg.operation_timeout,
             pool_wait: cfg.pool_wait_timeout,
             retries,
@@ -229,7 +251,7 @@ impl Redis {
                     {
                         left -= 1;
                     }
-                    r => return r.map_err(map_err),
+                    r => return r.map_err(|e| map_err_at(e, &self.addr)),
                 }
             }
         };
@@ -256,9 +278,16 @@ impl Redis {
                 lease.settle(matches!(&r, Err(e) if e.is_timeout()));
                 Ok(r)
             }
-            Conn::Pool(p) => {
+            Conn::Pool(p, last_error) => {
                 let (mut conn, broken) = loop {
-                    let pc = p.get().await.map_err(|e| map_pool_err(e, self.pool_wait))?;
+                    let pc = p.get().await.map_err(|e| match e {
+                        // Waited because no connection could be opened: say why.
+                        bb8::RunError::TimedOut => match PoolManager::last_error(last_error) {
+                            Some(cause) => connect_err_at(cause, &self.addr),
+                            None => map_pool_err(e, self.pool_wait, &self.addr),
+                        },
+                        e => map_pool_err(e, self.pool_wait, &self.addr),
+                    })?;
                     if pc.broken.load(Ordering::Relaxed) {
                         // Returned as broken: bb8 drops it and opens a replacement.
                         continue;
@@ -367,7 +396,7 @@ impl Redis {
                 .clone()
                 .route_command(cmd.clone(), routing)
                 .await
-                .map_err(map_err)?;
+                .map_err(|e| map_err_at(e, &format!("{}:{}", node.0, node.1)))?;
             T::from_redis_value(v).map_err(|e| map_err(e.into()))
         };
         match tokio::time::timeout(self.op_timeout, fut).await {
