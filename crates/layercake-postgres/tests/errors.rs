@@ -60,7 +60,9 @@ async fn a_refused_connection_names_host_and_port() {
         .local_addr()
         .unwrap()
         .port();
-    let cfg = PostgresConfig::new(&format!("postgres://app:s3cret@127.0.0.1:{port}/test")).unwrap();
+    let cfg = PostgresConfig::new(&format!("postgres://app:s3cret@127.0.0.1:{port}/test"))
+        .unwrap()
+        .with_require_server(true);
     let err = tokio::time::timeout(LIMIT, PostgresBackend::connect(cfg))
         .await
         .expect("connect must give up within its timeouts")

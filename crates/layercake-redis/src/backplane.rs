@@ -121,8 +121,13 @@ impl fmt::Debug for RedisBackplane {
 
 impl RedisBackplane {
     /// Connect a backplane with its own publishing connection (mode as configured) and its
-    /// own subscriber connection. Fails when the first subscription cannot be made within the
-    /// connect timeout.
+    /// own subscriber connection.
+    ///
+    /// When Redis cannot be reached, the backplane starts disconnected
+    /// ([`is_connected`](Backplane::is_connected) is `false`), subscribes in the background and
+    /// sends [`BackplaneEvent::Reconnected`] once it has; with
+    /// [`require_server`](RedisConfig::require_server) it fails instead (as it does for wrong
+    /// credentials or an address that is not Redis).
     pub async fn connect(redis: &RedisConfig, config: BackplaneConfig) -> Result<RedisBackplane> {
         let publisher = Redis::connect(redis).await?;
         Self::start(publisher, redis, config).await
@@ -160,8 +165,15 @@ impl RedisBackplane {
             connect_timeout: redis.connect_timeout,
             ping_timeout: redis.operation_timeout,
         };
-        let first = sub.subscribe().await?;
-        shared.connected.store(true, Ordering::SeqCst);
+        let first = match sub.subscribe().await {
+            Ok(c) => {
+                shared.connected.store(true, Ordering::SeqCst);
+                Some(c)
+            }
+            Err(e) if redis.require_server || !e.is_temporary() => return Err(e),
+            // Start disconnected; the task subscribes when Redis answers.
+            Err(_) => None,
+        };
         let task = tokio::spawn(sub.run(first));
         Ok(RedisBackplane { shared, task })
     }
@@ -203,8 +215,8 @@ impl Subscriber {
             .map_err(|_| connect_timeout(&self.addr, self.connect_timeout))?
     }
 
-    async fn run(self, first: (PubSubSink, PubSubStream)) {
-        let mut conn = Some(first);
+    async fn run(self, first: Option<(PubSubSink, PubSubStream)>) {
+        let mut conn = first;
         loop {
             if let Some((sink, stream)) = conn.take() {
                 self.pump(sink, stream).await;

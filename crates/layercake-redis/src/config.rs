@@ -91,6 +91,13 @@ pub struct RedisConfig {
     pub clock: SharedClock,
     /// Envelope limits checked on encode and decode. Default [`EnvelopeLimits::default`].
     pub limits: EnvelopeLimits,
+    /// Whether [`connect`](crate::RedisBackend::connect) fails when Redis cannot be reached.
+    /// Default `false`: the backend (or backplane) is built anyway and connects in the
+    /// background, its calls failing with `Unavailable` until Redis answers, so a service
+    /// starts while Redis is down and a cache's circuit breaker skips the tier meanwhile.
+    /// Wrong credentials, an invalid configuration and an address that is not a Redis server
+    /// fail `connect` either way.
+    pub require_server: bool,
 }
 
 impl RedisConfig {
@@ -173,6 +180,14 @@ impl RedisConfig {
         self
     }
 
+    /// Fail [`connect`](crate::RedisBackend::connect) when Redis cannot be reached (`true`),
+    /// or connect in the background (`false`, the default); see
+    /// [`require_server`](RedisConfig::require_server).
+    pub fn with_require_server(mut self, on: bool) -> Self {
+        self.require_server = on;
+        self
+    }
+
     /// Set the clock.
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -251,6 +266,7 @@ impl Default for RedisConfig {
             coalesce_gets: true,
             clock: system_clock(),
             limits: EnvelopeLimits::default(),
+            require_server: false,
         }
     }
 }
@@ -280,6 +296,7 @@ impl fmt::Debug for RedisConfig {
             .field("coalesce_gets", &self.coalesce_gets)
             .field("clock", &self.clock)
             .field("limits", &self.limits)
+            .field("require_server", &self.require_server)
             .finish()
     }
 }

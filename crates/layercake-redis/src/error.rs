@@ -137,7 +137,8 @@ pub(crate) fn connect_err_at(e: RedisError, addr: &str) -> Error {
         "the server at {addr} did not answer the handshake like a Redis server: is this the port \
          of a Redis server? (a TLS-only Redis needs a rediss:// URL)"
     ))
-    .with_temporary(true)
+    // The server answered, not as Redis: waiting will not change that.
+    .with_temporary(false)
     .with_source(e)
     .with_backend(BACKEND)
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use layercake_core::ErrorKind;
+use layercake_core::{Backend, ErrorKind, Key};
 use layercake_redis::{BackplaneConfig, ConnectionMode, RedisBackend, RedisBackplane, RedisConfig};
 use layercake_testkit::services::{host_port, require_postgres};
 
@@ -27,7 +27,8 @@ async fn a_refused_connection_names_host_and_port_and_hides_the_password() {
     // A loopback port that nothing listens on: the connection is refused at once.
     let port = support::free_port(false);
     for mode in [ConnectionMode::Multiplexed, ConnectionMode::Pool] {
-        let cfg = config(format!("redis://app:s3cret@127.0.0.1:{port}/0"), mode);
+        let cfg = config(format!("redis://app:s3cret@127.0.0.1:{port}/0"), mode)
+            .with_require_server(true);
         let err = tokio::time::timeout(LIMIT, RedisBackend::connect(cfg))
             .await
             .expect("connect must give up within its timeouts")
@@ -51,6 +52,33 @@ async fn a_refused_connection_names_host_and_port_and_hides_the_password() {
 }
 
 #[tokio::test]
+async fn calls_of_a_backend_still_connecting_name_host_port_and_the_cause() {
+    let port = support::free_port(false);
+    for mode in [ConnectionMode::Multiplexed, ConnectionMode::Pool] {
+        let cfg = config(format!("redis://app:s3cret@127.0.0.1:{port}/0"), mode);
+        let backend = tokio::time::timeout(LIMIT, RedisBackend::connect(cfg))
+            .await
+            .expect("connect must give up within its timeouts")
+            .expect("connect succeeds while the server is down");
+        assert!(!backend.is_connected());
+        let key = Key::new("k").unwrap();
+        let err = backend.get(&key).await.unwrap_err();
+        let shown = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{mode:?}: {shown}");
+        assert!(err.is_temporary());
+        assert!(
+            shown.starts_with(&format!(
+                "unavailable (redis): redis at 127.0.0.1:{port} has not answered yet; \
+                 connecting in the background: unavailable (redis): connection to redis at \
+                 127.0.0.1:{port} refused"
+            )),
+            "{mode:?}: {shown}"
+        );
+        assert!(!shown.contains("s3cret") && !format!("{err:?}").contains("s3cret"));
+    }
+}
+
+#[tokio::test]
 async fn a_url_pointing_at_a_postgres_port_says_it_is_not_redis() {
     let pg = host_port(&require_postgres()).unwrap();
     for mode in [ConnectionMode::Multiplexed, ConnectionMode::Pool] {
@@ -61,6 +89,7 @@ async fn a_url_pointing_at_a_postgres_port_says_it_is_not_redis() {
             .unwrap_err();
         let shown = err.to_string();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{mode:?}: {shown}");
+        assert!(!err.is_temporary(), "{mode:?}: {shown}");
         assert!(
             shown.starts_with(&format!(
                 "unavailable (redis): the server at {pg} did not answer the handshake like a \
@@ -77,7 +106,8 @@ async fn a_backplane_names_where_its_subscription_failed() {
     let cfg = config(
         format!("redis://:s3cret@127.0.0.1:{port}"),
         ConnectionMode::Multiplexed,
-    );
+    )
+    .with_require_server(true);
     let err = tokio::time::timeout(
         LIMIT,
         RedisBackplane::connect(&cfg, BackplaneConfig::new("lc:errors")),
