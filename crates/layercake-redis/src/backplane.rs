@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::RedisBackend;
 use crate::config::RedisConfig;
-use crate::conn::{Redis, client, endpoint};
+use crate::conn::{Redis, client, endpoint, uses_tls};
 use crate::error::{BACKEND, connect_err_at, connect_timeout, map_err_at};
 
 /// Configuration of a [`RedisBackplane`].
@@ -102,6 +102,8 @@ struct Subscriber {
     client: Client,
     /// Where the subscriber connects (`host:port`), for errors.
     addr: String,
+    /// Whether it connects with TLS, for errors.
+    tls: bool,
     config: BackplaneConfig,
     connect_timeout: Duration,
     ping_timeout: Duration,
@@ -161,6 +163,7 @@ impl RedisBackplane {
             shared: shared.clone(),
             client: client(redis)?,
             addr: endpoint(redis),
+            tls: uses_tls(redis),
             config,
             connect_timeout: redis.connect_timeout,
             ping_timeout: redis.operation_timeout,
@@ -212,7 +215,7 @@ impl Subscriber {
         };
         tokio::time::timeout(self.connect_timeout, fut)
             .await
-            .map_err(|_| connect_timeout(&self.addr, self.connect_timeout))?
+            .map_err(|_| connect_timeout(&self.addr, self.connect_timeout, self.tls))?
     }
 
     async fn run(self, first: Option<(PubSubSink, PubSubStream)>) {

@@ -98,6 +98,13 @@ pub struct RedisConfig {
     /// Wrong credentials, an invalid configuration and an address that is not a Redis server
     /// fail `connect` either way.
     pub require_server: bool,
+    /// PEM of the CA certificate(s) that sign the server's certificate, instead of the
+    /// system's roots (`rediss://` only). Set with
+    /// [`with_tls_root_ca`](RedisConfig::with_tls_root_ca).
+    pub(crate) tls_root_ca: Option<Vec<u8>>,
+    /// PEM of the client certificate chain and of its private key, for servers that require
+    /// client certificates (`rediss://` only). Never printed.
+    pub(crate) tls_client_auth: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl RedisConfig {
@@ -188,6 +195,30 @@ impl RedisConfig {
         self
     }
 
+    /// Trust the CA certificate(s) in `pem` (PEM text, one or more certificates) for the
+    /// server's certificate, instead of the system's roots. `rediss://` URLs only; with a
+    /// `redis://` URL, `connect` fails with a `Config` error.
+    ///
+    /// TLS uses rustls; its crypto provider is the application's if it installed one
+    /// (`rustls::crypto::CryptoProvider::install_default`), else ring (feature `tls-ring`, on
+    /// by default), installed at the first TLS connection.
+    pub fn with_tls_root_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_ca = Some(pem.into());
+        self
+    }
+
+    /// Present a client certificate: `cert_pem` is the certificate chain, `key_pem` its
+    /// private key (PKCS#8, PKCS#1 or SEC1, in PEM), for servers that require client
+    /// certificates (`tls-auth-clients yes`). `rediss://` URLs only. The key is never printed.
+    pub fn with_tls_client_auth(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_client_auth = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
     /// Set the clock.
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -235,7 +266,7 @@ impl RedisConfig {
                 ));
             }
         }
-        Ok(())
+        crate::tls::validate(self)
     }
 
     /// The URLs to connect to: the cluster nodes in cluster mode (the URL if none), else the URL.
@@ -267,6 +298,8 @@ impl Default for RedisConfig {
             clock: system_clock(),
             limits: EnvelopeLimits::default(),
             require_server: false,
+            tls_root_ca: None,
+            tls_client_auth: None,
         }
     }
 }
@@ -297,6 +330,20 @@ impl fmt::Debug for RedisConfig {
             .field("clock", &self.clock)
             .field("limits", &self.limits)
             .field("require_server", &self.require_server)
+            .field(
+                "tls_root_ca",
+                &self
+                    .tls_root_ca
+                    .as_ref()
+                    .map(|pem| format!("<{} bytes of PEM>", pem.len())),
+            )
+            .field(
+                "tls_client_auth",
+                &self
+                    .tls_client_auth
+                    .as_ref()
+                    .map(|_| "<certificate and ***>"),
+            )
             .finish()
     }
 }

@@ -25,6 +25,7 @@ use crate::error::{
 use crate::lease::Lease;
 use crate::managed::Managed;
 use crate::pool::PoolManager;
+use crate::tls;
 
 #[derive(Clone)]
 enum Conn {
@@ -113,7 +114,7 @@ async fn open(cfg: &RedisConfig, addr: &str) -> Result<Conn> {
             let fut = cl.get_connection_manager_with_config(mc.clone());
             let m = tokio::time::timeout(cfg.connect_timeout, fut)
                 .await
-                .map_err(|_| connect_timeout(addr, cfg.connect_timeout))?
+                .map_err(|_| connect_timeout(addr, cfg.connect_timeout, uses_tls(cfg)))?
                 .map_err(|e| connect_err_at(e, addr))?;
             Conn::Managed(Arc::new(Managed::new(cl, mc, m)))
         }
@@ -152,10 +153,16 @@ async fn open(cfg: &RedisConfig, addr: &str) -> Result<Conn> {
             if let Some(p) = &cfg.password {
                 b = b.password(p);
             }
+            if uses_tls(cfg) {
+                tls::ensure_crypto_provider()?;
+            }
+            if let Some(certs) = tls::certificates(cfg) {
+                b = b.certs(certs);
+            }
             let client = b.build().map_err(map_err)?;
             let c = tokio::time::timeout(cfg.connect_timeout, client.get_async_connection())
                 .await
-                .map_err(|_| connect_timeout(addr, cfg.connect_timeout))?
+                .map_err(|_| connect_timeout(addr, cfg.connect_timeout, uses_tls(cfg)))?
                 .map_err(|e| connect_err_at(e, addr))?;
             Conn::Cluster(c)
         }
@@ -199,10 +206,23 @@ async fn connect_in_background(link: Weak<Link>, handle: Redis, cfg: RedisConfig
     }
 }
 
-/// A client for the first configured node (standalone URL or first cluster seed).
+/// Whether `cfg` connects with TLS.
+pub(crate) fn uses_tls(cfg: &RedisConfig) -> bool {
+    cfg.nodes().iter().any(|u| tls::is_tls(u))
+}
+
+/// A client for the first configured node (standalone URL or first cluster seed), with the
+/// configured TLS certificates.
 pub(crate) fn client(cfg: &RedisConfig) -> Result<Client> {
     let url = cfg.nodes().first().copied().unwrap_or(cfg.url.as_str());
-    Client::open(connection_info(cfg, url)?).map_err(map_err)
+    let info = connection_info(cfg, url)?;
+    if tls::is_tls(url) {
+        tls::ensure_crypto_provider()?;
+    }
+    match tls::certificates(cfg) {
+        Some(certs) => Client::build_with_tls(info, certs).map_err(map_err),
+        None => Client::open(info).map_err(map_err),
+    }
 }
 
 /// The connection of a [`Redis`] handle, set once: at [`Redis::connect`] when the server

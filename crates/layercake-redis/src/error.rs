@@ -129,6 +129,29 @@ pub(crate) fn map_err_at(e: RedisError, addr: &str) -> Error {
 /// port, or a TLS-only Redis reached with `redis://`).
 pub(crate) fn connect_err_at(e: RedisError, addr: &str) -> Error {
     use redis::ErrorKind as K;
+    if let Some(tls) = tls_failure(&e) {
+        let hint = match tls {
+            rustls::Error::InvalidMessage(_) => {
+                " (is the server TLS? a plaintext Redis needs a redis:// URL)"
+            }
+            rustls::Error::InvalidCertificate(_) => {
+                " (set the CA that signed the server's certificate with \
+                 RedisConfig::with_tls_root_ca)"
+            }
+            rustls::Error::AlertReceived(_) => {
+                " (a server that requires client certificates needs \
+                 RedisConfig::with_tls_client_auth)"
+            }
+            _ => "",
+        };
+        // The server answered: the same handshake will fail again.
+        return Error::unavailable(format!(
+            "the TLS handshake with redis at {addr} failed: {tls}{hint}"
+        ))
+        .with_temporary(false)
+        .with_source(e)
+        .with_backend(BACKEND);
+    }
     let not_redis = is_dropped(&e) || matches!(e.kind(), K::Parse | K::UnexpectedReturnType);
     if !not_redis {
         return map_err_at(e, addr);
@@ -141,6 +164,31 @@ pub(crate) fn connect_err_at(e: RedisError, addr: &str) -> Error {
     .with_temporary(false)
     .with_source(e)
     .with_backend(BACKEND)
+}
+
+/// The rustls error behind `e`, if the connection failed in the TLS handshake.
+fn tls_failure(e: &RedisError) -> Option<&rustls::Error> {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        // redis-rs keeps its inner error in an `Arc`, which is what `source` hands out.
+        let s: &(dyn std::error::Error + 'static) = match s.downcast_ref::<Shared>() {
+            Some(inner) => inner.as_ref(),
+            None => s,
+        };
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// Whether the connection was closed or reset by the peer (EOF, reset, broken pipe).
@@ -157,10 +205,16 @@ pub(crate) fn op_timeout(op: &'static str, limit: Duration) -> Error {
     .with_backend(BACKEND)
 }
 
-/// A connection attempt to `addr` that did not finish within `limit`.
-pub(crate) fn connect_timeout(addr: &str, limit: Duration) -> Error {
+/// A connection attempt to `addr` that did not finish within `limit`; `tls`: the URL is
+/// `rediss://` (a plaintext Redis never answers a TLS hello, so that mistake ends here too).
+pub(crate) fn connect_timeout(addr: &str, limit: Duration, tls: bool) -> Error {
+    let hint = if tls {
+        " (a rediss:// URL at a plaintext Redis port also ends like this)"
+    } else {
+        ""
+    };
     Error::timeout(format!(
-        "connecting to redis at {addr} did not finish within {} ms",
+        "connecting to redis at {addr} did not finish within {} ms{hint}",
         limit.as_millis()
     ))
     .with_backend(BACKEND)

@@ -20,6 +20,8 @@ fn config(url: String, mode: ConnectionMode) -> RedisConfig {
         .with_mode(mode)
         .with_connect_timeout(Duration::from_secs(2))
         .with_operation_timeout(Duration::from_secs(2))
+        // Pool mode: time for the pool's own connection attempt to fail (and be reported).
+        .with_pool_wait_timeout(Duration::from_secs(1))
 }
 
 #[tokio::test]
