@@ -26,7 +26,7 @@ pub(crate) fn ensure_crypto_provider() -> Result<()> {
     #[cfg(feature = "tls-ring")]
     {
         // Another thread may install one between the check and here: either way one is set.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = ring_provider().install_default();
         Ok(())
     }
     #[cfg(not(feature = "tls-ring"))]
@@ -38,6 +38,18 @@ pub(crate) fn ensure_crypto_provider() -> Result<()> {
         )
         .with_backend(BACKEND))
     }
+}
+
+/// rustls's ring provider.
+#[cfg(feature = "tls-ring")]
+#[allow(
+    deprecated,
+    reason = "rustls 0.23.48 deprecates the ring provider (no post-quantum key exchange) but \
+              keeps it; the lowest rustls these crates accept does not, so `expect` would fail \
+              there. An application that wants post-quantum key exchange installs aws-lc-rs."
+)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 /// The certificates of `cfg` for redis-rs, when it has any (`None`: the system's roots and no
