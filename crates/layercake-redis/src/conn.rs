@@ -448,6 +448,11 @@ impl Redis {
                     let pc = p.get().await.map_err(|e| match e {
                         // Waited because no connection could be opened: say why.
                         bb8::RunError::TimedOut => match PoolManager::last_error(last_error) {
+                            // Once connected, a failed reconnect is an outage (a server
+                            // restarting may reset a handshake), whatever it looked like.
+                            Some(cause) if self.is_connected() => {
+                                connect_err_at(cause, &self.addr).with_temporary(true)
+                            }
                             Some(cause) => connect_err_at(cause, &self.addr),
                             None => map_pool_err(e, self.pool_wait, &self.addr),
                         },
