@@ -105,6 +105,29 @@ pub(crate) fn io_error(doing: &str, e: io::Error) -> Error {
     Error::unavailable(msg).with_source(e).with_backend(KIND)
 }
 
+/// Why the cache directory could not be created, saying so when the path (or one of its
+/// parents) is a file rather than a directory: `create_dir_all` reports that only as "File
+/// exists" or "Not a directory".
+fn dir_error(dir: &Path, e: io::Error) -> Error {
+    let file = dir
+        .ancestors()
+        .find(|p| fs::metadata(p).is_ok_and(|md| !md.is_dir()));
+    let msg = match file {
+        Some(p) if p == dir => format!(
+            "file tier: the cache path {} is a file, not a directory; give the path of a \
+             directory (it is created if missing) or remove the file",
+            dir.display()
+        ),
+        Some(p) => format!(
+            "file tier: cannot create the cache directory {}: {} is a file, not a directory",
+            dir.display(),
+            p.display()
+        ),
+        None => return io_error(&format!("creating the directory {}", dir.display()), e),
+    };
+    Error::config(msg).with_source(e).with_backend(KIND)
+}
+
 #[cfg(unix)]
 fn ino_of(md: &fs::Metadata) -> u64 {
     std::os::unix::fs::MetadataExt::ino(md)
@@ -226,8 +249,7 @@ impl Store {
     /// Open (creating) the directory, take the directory lock, sweep temp files and rebuild the
     /// index. Blocking.
     pub(crate) fn open(cfg: &FileConfig) -> Result<(Store, SweepReport)> {
-        fs::create_dir_all(&cfg.dir)
-            .map_err(|e| io_error(&format!("creating the directory {}", cfg.dir.display()), e))?;
+        fs::create_dir_all(&cfg.dir).map_err(|e| dir_error(&cfg.dir, e))?;
         let lock_path = cfg.dir.join(layout::DIR_LOCK);
         let dir_lock = OpenOptions::new()
             .read(true)

@@ -22,8 +22,8 @@ use crate::config::{PostgresConfig, Recycling, TableKind};
 use crate::error::{self, BACKEND};
 use crate::prefix::successor;
 use crate::reaper;
-use crate::schema;
 use crate::sql::Sql;
+use crate::startup::{self, Startup};
 
 /// State shared by the backend and its reaper task.
 pub(crate) struct Shared {
@@ -35,6 +35,10 @@ pub(crate) struct Shared {
     pub(crate) reaped: AtomicU64,
     pub(crate) reaper_errors: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Where the pool connects (`host:port`, no credentials), for errors.
+    pub(crate) endpoint: String,
+    /// Whether the table is set up (operations fail fast until it is).
+    pub(crate) startup: Startup,
 }
 
 /// A pooled connection checked out for one attempt of one operation.
@@ -129,7 +133,12 @@ impl Shared {
     }
 
     async fn checkout(&self, op: &'static str) -> Result<Lease> {
-        let obj = self.pool.get().await.map_err(|e| error::pool(op, e))?;
+        self.startup.check(op, &self.endpoint)?;
+        let obj = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| error::pool(op, e, &self.endpoint))?;
         Ok(Lease { obj: Some(obj) })
     }
 
@@ -190,8 +199,13 @@ pub struct PostgresBackend {
 impl PostgresBackend {
     /// Build the pool, create or migrate the table, and start the reaper.
     ///
-    /// - fails with `Config` for invalid names or settings, with `Unavailable` / `Timeout`
-    ///   when the server cannot be reached within the connect and operation timeouts;
+    /// - fails with `Config` for invalid names or settings, and with `Unavailable` when the
+    ///   server answers but refuses (a database that does not exist, wrong credentials,
+    ///   missing permissions), with the server's own message;
+    /// - when the server cannot be reached (refused, timed out, starting up), returns a
+    ///   backend that sets up its table in the background once the server answers (backoff
+    ///   from 50 ms doubling to 1 s) and fails every operation with `Unavailable` until then;
+    ///   with [`require_server`](PostgresConfig::with_require_server) it fails instead;
     /// - must be called within a Tokio runtime (the reaper and the connections are tasks).
     pub async fn connect(config: PostgresConfig) -> Result<PostgresBackend> {
         config.validate()?;
@@ -227,22 +241,10 @@ impl PostgresBackend {
             reaped: AtomicU64::new(0),
             reaper_errors: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            endpoint: error::endpoint(&config.pg),
+            startup: Startup::new(),
         });
-        // Start-up may wait on another instance's migration: allow a few operation timeouts.
-        let startup = config.operation_timeout.max(config.connect_timeout) * 5;
-        let migrate = async {
-            let mut lease = shared.checkout("schema migration").await?;
-            let obj = lease
-                .obj
-                .as_mut()
-                .ok_or_else(|| Error::unavailable("no connection").with_backend(BACKEND))?;
-            schema::migrate(obj, &config.schema, &config.table, config.table_kind).await?;
-            lease.release();
-            Ok::<(), Error>(())
-        };
-        tokio::time::timeout(startup, migrate)
-            .await
-            .map_err(|_| error::timeout("schema migration", startup))??;
+        startup::begin(&shared, &config).await?;
         let reaper = config
             .reaper
             .map(|r| tokio::spawn(reaper::run(Arc::clone(&shared), r)));
@@ -254,6 +256,13 @@ impl PostgresBackend {
             table: config.table,
             reaper: Mutex::new(reaper),
         })
+    }
+
+    /// Whether the table is set up: `false` only for a backend built while PostgreSQL could
+    /// not be reached, until the server first answers (see
+    /// [`with_require_server`](PostgresConfig::with_require_server)).
+    pub fn is_connected(&self) -> bool {
+        self.shared.startup.is_ready()
     }
 
     /// `(schema, table)` as configured (unquoted).

@@ -10,6 +10,7 @@ mod prefix;
 mod reaper;
 mod schema;
 mod sql;
+mod startup;
 
 pub use backend::PostgresBackend;
 pub use backplane::{PostgresBackplane, PostgresBackplaneConfig};

@@ -13,8 +13,9 @@ pub(crate) const SCHEMA_VERSION: i32 = 1;
 /// Create the schema, the migrations table and the cache table with its indexes, or bring
 /// them up to [`SCHEMA_VERSION`].
 ///
-/// - runs in one transaction holding `pg_advisory_xact_lock` on a hash of the table name, so
-///   concurrent start-ups of several instances do not race on `CREATE … IF NOT EXISTS`;
+/// - runs in one transaction holding `pg_advisory_xact_lock` on a hash of the schema name, so
+///   concurrent start-ups of several instances (of one table or of several tables in the
+///   schema) do not race on `CREATE … IF NOT EXISTS`;
 /// - a table recorded at a newer version than this crate knows is a `Config` error;
 /// - an existing table of the other kind (logged / unlogged) is a `Config` error naming the
 ///   `ALTER TABLE … SET LOGGED | UNLOGGED` that converts it (a rewrite is never done
@@ -36,7 +37,10 @@ pub(crate) async fn migrate(
     tx.batch_execute("SET LOCAL statement_timeout = 0")
         .await
         .map_err(|e| error::pg(op, e))?;
-    let lock_key = format!("layercake:{schema}.{table}");
+    // One lock per schema, not per table: migrations of two tables of one schema both create
+    // the schema and its migrations table, and concurrent `CREATE … IF NOT EXISTS` of the same
+    // object can fail with a unique violation in the catalog.
+    let lock_key = format!("layercake:{schema}");
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
         &[&lock_key],

@@ -66,8 +66,14 @@ impl fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connect as configured. Fails with `Config` for an invalid configuration, and with
-    /// `Unavailable` / `Timeout` when Redis does not answer a PING within the timeouts.
+    /// Connect as configured, with one attempt bounded by the connect and operation timeouts.
+    ///
+    /// - fails with `Config` for an invalid configuration, and with `Unavailable` for wrong
+    ///   credentials or an address that is not a Redis server;
+    /// - when Redis cannot be reached (refused, timed out), returns a backend that connects in
+    ///   the background (backoff from 50 ms doubling to 1 s) and fails every call with
+    ///   `Unavailable` until Redis answers; with
+    ///   [`require_server`](RedisConfig::require_server) it fails instead.
     pub async fn connect(config: RedisConfig) -> Result<RedisBackend> {
         let redis = Redis::connect(&config).await?;
         let coalescer = (config.coalesce_gets && !redis.is_cluster()).then(|| {
@@ -87,6 +93,12 @@ impl RedisBackend {
                 corrupt: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Whether Redis has answered: `false` only for a backend built while Redis could not be
+    /// reached, until it first answers (see [`RedisConfig::require_server`]).
+    pub fn is_connected(&self) -> bool {
+        self.inner.redis.is_connected()
     }
 
     /// The configuration (its `Debug` hides passwords).

@@ -12,6 +12,7 @@ mod lease;
 mod lock;
 mod managed;
 mod pool;
+mod tls;
 
 pub use backend::RedisBackend;
 pub use backplane::{BackplaneConfig, RedisBackplane};

@@ -11,6 +11,10 @@
 #[doc = include_str!("../../../README.md")]
 struct Readme;
 
+#[cfg(feature = "file")]
+#[doc = include_str!("../README.md")]
+struct CrateReadme;
+
 #[doc = include_str!("../../../docs/README.md")]
 struct DocsMap;
 
