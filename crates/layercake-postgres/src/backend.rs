@@ -285,6 +285,17 @@ impl PostgresBackend {
         &self.shared.pool
     }
 
+    /// `Unavailable` (naming the server) until the table is set up; for callers that take a
+    /// connection from [`pool`](Self::pool) themselves.
+    pub(crate) fn check_started(&self, op: &'static str) -> Result<()> {
+        self.shared.startup.check(op, &self.shared.endpoint)
+    }
+
+    /// The server's `host:port`, for error messages.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.shared.endpoint
+    }
+
     /// Expired rows deleted by the reaper (and [`reap_expired`](Self::reap_expired)) since
     /// start.
     pub fn reaped(&self) -> u64 {

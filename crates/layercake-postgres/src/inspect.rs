@@ -33,7 +33,12 @@ impl PostgresBackend {
         let op = "table inspection";
         let table = self.qualified_table().to_owned();
         let work = async {
-            let client = self.pool().get().await.map_err(|e| error::pool(op, e))?;
+            self.check_started(op)?;
+            let client = self
+                .pool()
+                .get()
+                .await
+                .map_err(|e| error::pool(op, e, self.endpoint()))?;
             let now = i64::try_from(system_clock().now().0).unwrap_or(i64::MAX);
             let head = client
                 .query_one(
