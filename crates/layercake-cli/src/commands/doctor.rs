@@ -134,8 +134,22 @@ fn skew_check(r: &mut Report, tier: &'static str, server_us: i128, before: i128,
 
 async fn redis(r: &mut Report, c: &CacheConfig) {
     let t = Instant::now();
+    // The backend starts while its server is down (calls then fail with `Unavailable`), so
+    // reachability is a health call, not the connect.
     let backend = match c.connect_redis().await {
-        Ok(Some(b)) => b,
+        Ok(Some(b)) => match b.health().await {
+            Ok(()) => b,
+            Err(e) => {
+                r.add(
+                    "redis",
+                    "reachable",
+                    Status::Fail,
+                    e.to_string(),
+                    Value::Null,
+                );
+                return;
+            }
+        },
         Ok(None) => return,
         Err(e) => {
             r.add(
@@ -267,8 +281,22 @@ async fn redis(r: &mut Report, c: &CacheConfig) {
 
 async fn postgres(r: &mut Report, c: &CacheConfig) {
     let t = Instant::now();
+    // The backend starts while its server is down (calls then fail with `Unavailable`), so
+    // reachability is a health call, not the connect.
     let backend = match c.connect_postgres().await {
-        Ok(Some(b)) => b,
+        Ok(Some(b)) => match b.health().await {
+            Ok(()) => b,
+            Err(e) => {
+                r.add(
+                    "postgres",
+                    "reachable",
+                    Status::Fail,
+                    e.to_string(),
+                    Value::Null,
+                );
+                return;
+            }
+        },
         Ok(None) => return,
         Err(e) => {
             r.add(
