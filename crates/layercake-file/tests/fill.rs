@@ -2,7 +2,7 @@
 //! the file in place (so another writer's newer file is respected) and a refused fill leaves
 //! no trace.
 
-#![allow(clippy::unwrap_used)] // tests: a panic is a failure
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failure")]
 
 use std::sync::Arc;
 use std::time::Duration;

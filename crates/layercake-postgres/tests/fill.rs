@@ -1,7 +1,7 @@
 //! Conditional fills on PostgreSQL beyond the conformance suite: the tombstone table, its
 //! migration (in place, and concurrently for several tables of one new schema), and its reaper.
 
-#![allow(clippy::unwrap_used)] // tests: a panic is a failure
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failure")]
 
 mod support;
 

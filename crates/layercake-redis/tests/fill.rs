@@ -2,7 +2,7 @@
 //! plain prefix invalidation keeps them, and that the scripts come back after the server
 //! forgot them.
 
-#![allow(clippy::unwrap_used)] // tests: a panic is a failure
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failure")]
 
 mod support;
 
