@@ -363,7 +363,11 @@ fn tags_of(bytes: &[u8], limits: &envelope::EnvelopeLimits) -> Option<Vec<String
         let len = bytes.get(pos..pos + 2)?;
         let len = u16::from_le_bytes([len[0], len[1]]) as usize;
         pos += 2;
-        tags.push(std::str::from_utf8(bytes.get(pos..pos + len)?).ok()?.to_owned());
+        tags.push(
+            std::str::from_utf8(bytes.get(pos..pos + len)?)
+                .ok()?
+                .to_owned(),
+        );
         pos += len;
     }
     Some(tags)

@@ -225,6 +225,23 @@ pub(super) async fn fill_never_replaces_newer(cx: Cx) -> CaseOutcome {
     )
     .await?;
     cx.expect(&big, Some(&max), "after a u64::MAX fill").await?;
+    // Across the 32-bit boundary.
+    let edge = cx.key("edge")?;
+    cx.set(&edge, &cx.versioned("2^32", 1 << 32, &[])).await?;
+    cx.fill_expect(
+        &edge,
+        &cx.versioned("below", (1 << 32) - 1, &[]),
+        FillOutcome::KeptNewer,
+        "2^32 - 1 under 2^32",
+    )
+    .await?;
+    cx.fill_expect(
+        &edge,
+        &cx.versioned("above", (1 << 32) + 1, &[]),
+        FillOutcome::Stored,
+        "2^32 + 1 over 2^32",
+    )
+    .await?;
     // An authoritative set is never conditional.
     let back = cx.versioned("set v1", 1, &[]);
     cx.set(&k, &back).await?;
@@ -454,7 +471,11 @@ pub(super) async fn tombstones_are_invisible(cx: Cx) -> CaseOutcome {
     }
     // Removals over tombstones succeed and leave nothing visible.
     cx.delete(&a).await?;
-    within("delete_many", cx.backend.delete_many(std::slice::from_ref(&b))).await?;
+    within(
+        "delete_many",
+        cx.backend.delete_many(std::slice::from_ref(&b)),
+    )
+    .await?;
     if cx.cap.tag_invalidation {
         within(
             "invalidate(Tag)",
