@@ -32,7 +32,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use layercake_core::{Backend, Bytes, Capability, Entry, Error, ErrorKind, Key, Result, Selector};
+use layercake_core::{
+    Backend, Bytes, Capability, Entry, Error, ErrorKind, FillOutcome, Key, Result, Selector,
+    Tombstone,
+};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
@@ -316,6 +319,22 @@ impl Backend for FaultyBackend {
     async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
         self.before(Operation::KeysWithPrefix).await?;
         self.inner.keys_with_prefix(prefix, limit).await
+    }
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        self.before(Operation::Fill).await?;
+        self.inner.fill(key, entry).await
+    }
+    async fn fill_many(&self, items: &[(Key, Entry)]) -> Result<Vec<FillOutcome>> {
+        self.before(Operation::FillMany).await?;
+        self.inner.fill_many(items).await
+    }
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        self.before(Operation::DeleteWith).await?;
+        self.inner.delete_with(key, tombstone).await
+    }
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        self.before(Operation::InvalidateWith).await?;
+        self.inner.invalidate_with(selector, tombstone).await
     }
     fn corrupt_reads(&self) -> u64 {
         self.inner.corrupt_reads()
