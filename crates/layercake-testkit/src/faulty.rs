@@ -322,18 +322,26 @@ impl Backend for FaultyBackend {
     }
     async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
         self.before(Operation::Fill).await?;
+        // A fault planned for the plain operation covers its conditional form too.
+        self.before(Operation::Set).await?;
         self.inner.fill(key, entry).await
     }
     async fn fill_many(&self, items: &[(Key, Entry)]) -> Result<Vec<FillOutcome>> {
         self.before(Operation::FillMany).await?;
+        // A fault planned for the plain operation covers its conditional form too.
+        self.before(Operation::SetMany).await?;
         self.inner.fill_many(items).await
     }
     async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
         self.before(Operation::DeleteWith).await?;
+        // A fault planned for the plain operation covers its conditional form too.
+        self.before(Operation::Delete).await?;
         self.inner.delete_with(key, tombstone).await
     }
     async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
         self.before(Operation::InvalidateWith).await?;
+        // A fault planned for the plain operation covers its conditional form too.
+        self.before(Operation::Invalidate).await?;
         self.inner.invalidate_with(selector, tombstone).await
     }
     fn corrupt_reads(&self) -> u64 {

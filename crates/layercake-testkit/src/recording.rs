@@ -51,13 +51,17 @@ pub enum Operation {
     Health,
     /// [`Backend::keys_with_prefix`].
     KeysWithPrefix,
-    /// [`Backend::fill`].
+    /// [`Backend::fill`]. In a `FaultyBackend`, a fault planned for [`Set`](Operation::Set)
+    /// applies to fills too.
     Fill,
-    /// [`Backend::fill_many`].
+    /// [`Backend::fill_many`]. In a `FaultyBackend`, a fault planned for
+    /// [`SetMany`](Operation::SetMany) applies too.
     FillMany,
-    /// [`Backend::delete_with`].
+    /// [`Backend::delete_with`]. In a `FaultyBackend`, a fault planned for
+    /// [`Delete`](Operation::Delete) applies too.
     DeleteWith,
-    /// [`Backend::invalidate_with`].
+    /// [`Backend::invalidate_with`]. In a `FaultyBackend`, a fault planned for
+    /// [`Invalidate`](Operation::Invalidate) applies too.
     InvalidateWith,
 }
 

@@ -3,7 +3,7 @@
 
 use futures::future::join_all;
 use layercake_core::backplane::Target;
-use layercake_core::{Key, Result, Selector};
+use layercake_core::{Key, Result, Selector, Tombstone};
 
 use crate::cache::Cache;
 use crate::key_input::IntoKey;
@@ -21,9 +21,14 @@ impl Cache {
     /// Remove a key or a selection from every tier, in parallel, through write-behind queues
     /// where a tier has one (keeping order with queued writes); the first error, after every
     /// tier was tried.
-    pub(crate) async fn remove_everywhere(&self, what: &Removal) -> Result<()> {
+    ///
+    /// Tiers outside the process are asked to leave a tombstone of `version` (for the cache's
+    /// tombstone lifetime), so that a fill whose read began before this removal — in this
+    /// instance or another — is refused when it lands.
+    pub(crate) async fn remove_everywhere(&self, what: &Removal, version: u64) -> Result<()> {
         let tel = &self.inner.telemetry;
         let epochs = &self.inner.epochs;
+        let tomb = Tombstone::new(version, self.inner.tombstone_ttl);
         if let Removal::Select(_) = what {
             epochs.change_all();
         }
@@ -38,16 +43,16 @@ impl Cache {
             }
             if let Some(wb) = &t.write_behind {
                 let job = |ack| match what.clone() {
-                    Removal::Key(k) => crate::write_behind::Job::Delete(k, ack),
-                    Removal::Select(s) => crate::write_behind::Job::Invalidate(s, ack),
+                    Removal::Key(k) => crate::write_behind::Job::Delete(k, tomb, ack),
+                    Removal::Select(s) => crate::write_behind::Job::Invalidate(s, tomb, ack),
                 };
                 if let Some(r) = wb.send_and_wait(job).await {
                     return r;
                 }
             }
             match what {
-                Removal::Key(k) => t.call(tel, true, t.backend.delete(k)).await,
-                Removal::Select(s) => t.call(tel, true, t.backend.invalidate(s)).await,
+                Removal::Key(k) => t.call(tel, true, t.backend.delete_with(k, tomb)).await,
+                Removal::Select(s) => t.call(tel, true, t.backend.invalidate_with(s, tomb)).await,
             }
         }))
         .await;
@@ -88,9 +93,12 @@ impl Cache {
         let r = async {
             let key = key.into_key(&*self.keys)?;
             self.inner.flights.supersede_key(&key);
-            let removed = self.remove_everywhere(&Removal::Key(key.clone())).await;
+            let version = self.inner.versions.next();
+            let removed = self
+                .remove_everywhere(&Removal::Key(key.clone()), version)
+                .await;
             self.inner
-                .publish(Target::Key(key.as_str().to_owned()), 0)
+                .publish(Target::Key(key.as_str().to_owned()), version)
                 .await;
             removed
         }
@@ -117,31 +125,35 @@ impl Cache {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::Invalidate);
         self.inner.flights.supersede(Some(&selector));
+        let version = self.inner.versions.next();
         let removed = self
-            .remove_everywhere(&Removal::Select(selector.clone()))
+            .remove_everywhere(&Removal::Select(selector.clone()), version)
             .await;
         let target = match &selector {
             Selector::Prefix(p) => Target::Prefix(p.clone()),
             Selector::Tag(t) => Target::Tag(t.clone()),
             _ => Target::All,
         };
-        self.inner.publish(target, 0).await;
+        self.inner.publish(target, version).await;
         let r = removed;
         tel.finish(scope, ok_or_error(&r));
         r
     }
 
-    /// Remove everything from every tier.
+    /// Remove everything from every tier. A tier with a write-behind queue is cleared in
+    /// queue order: no write queued before `clear` lands after it.
     pub async fn clear(&self) -> Result<()> {
         let tel = &self.inner.telemetry;
         self.inner.flights.supersede(None);
         self.inner.epochs.change_all();
-        let results = join_all(
-            self.inner
-                .tiers
-                .iter()
-                .map(|t| t.call(tel, true, t.backend.clear())),
-        )
+        let results = join_all(self.inner.tiers.iter().map(|t| async move {
+            if let Some(wb) = &t.write_behind
+                && let Some(r) = wb.send_and_wait(crate::write_behind::Job::Clear).await
+            {
+                return r;
+            }
+            t.call(tel, true, t.backend.clear()).await
+        }))
         .await;
         self.inner.publish(Target::All, 0).await;
         results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())

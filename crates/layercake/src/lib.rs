@@ -73,9 +73,10 @@ pub use layercake_core as core;
 pub use layercake_core::backplane::{Backplane, BackplaneEvent, InstanceId};
 pub use layercake_core::{
     Backend, Capability, Clock, Codec, Compression, Decision, DistributedLock, Entry, Error,
-    ErrorKind, FixedTtl, Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt, ManualClock,
-    Namespace, NamespaceTable, PlainKeys, Policy, PolicyContext, PolicyExt, Promotion, Reach,
-    RefreshAhead, Result, Selector, SharedClock, SystemClock, TierSet, Timestamp, system_clock,
+    ErrorKind, FillOutcome, FixedTtl, Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt,
+    ManualClock, Namespace, NamespaceTable, PlainKeys, Policy, PolicyContext, PolicyExt, Promotion,
+    Reach, RefreshAhead, Result, Selector, SharedClock, SystemClock, TierSet, Timestamp, Tombstone,
+    system_clock,
 };
 
 #[cfg(feature = "memory")]
