@@ -167,6 +167,12 @@ impl Cache {
                             .write_behind
                             .as_ref()
                             .map_or(0, |w| w.failures.load(ld)),
+                        repairs: self
+                            .inner
+                            .repairs
+                            .record(t.position)
+                            .map(|r| r.stats())
+                            .unwrap_or_default(),
                     }
                 })
                 .collect(),

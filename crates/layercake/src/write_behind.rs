@@ -14,6 +14,9 @@ pub(crate) enum Job {
     Invalidate(Selector, oneshot::Sender<Result<()>>),
 }
 
+/// Told the outcome of each queued set, in the worker.
+pub(crate) type SetDone = Box<dyn Fn(&Key, &Result<()>) + Send + Sync>;
+
 /// The queue of one tier.
 #[derive(Debug)]
 pub(crate) struct WriteBehind {
@@ -24,8 +27,9 @@ pub(crate) struct WriteBehind {
 }
 
 impl WriteBehind {
-    /// Start the worker for `backend`.
-    pub(crate) fn start(backend: Arc<dyn Backend>, capacity: usize) -> WriteBehind {
+    /// Start the worker for `backend`; `done` hears the outcome of every queued set (the
+    /// repair record notes the failures).
+    pub(crate) fn start(backend: Arc<dyn Backend>, capacity: usize, done: SetDone) -> WriteBehind {
         let (tx, mut rx) = mpsc::channel::<Job>(capacity.max(1));
         let failures = Arc::new(AtomicU64::new(0));
         let f = failures.clone();
@@ -33,9 +37,11 @@ impl WriteBehind {
             while let Some(job) = rx.recv().await {
                 match job {
                     Job::Set(k, e) => {
-                        if backend.set(&k, &e).await.is_err() {
+                        let r = backend.set(&k, &e).await;
+                        if r.is_err() {
                             f.fetch_add(1, Ordering::Relaxed);
                         }
+                        done(&k, &r);
                     }
                     Job::Delete(k, ack) => {
                         let _ = ack.send(backend.delete(&k).await);
