@@ -69,13 +69,11 @@ impl Cache {
                 break;
             }
             // Keys awaiting a repair in this tier are not asked there (misses).
-            let (asked, noted): (Vec<usize>, Vec<usize>) =
-                match inner.repairs.record(tier.position) {
-                    Some(r) if !r.is_empty() => {
-                        pending.iter().partition(|&&i| !r.skips_key(&keys[i]))
-                    }
-                    _ => (pending.clone(), Vec::new()),
-                };
+            let (asked, noted): (Vec<usize>, Vec<usize>) = match inner.repairs.record(tier.position)
+            {
+                Some(r) if !r.is_empty() => pending.iter().partition(|&&i| !r.skips_key(&keys[i])),
+                _ => (pending.clone(), Vec::new()),
+            };
             for _ in &noted {
                 tel.miss(scope, tier.position);
             }

@@ -193,14 +193,17 @@ impl Cache {
         self.inner.flights.len()
     }
 
-    /// Flush write-behind queues and stop background tasks. Reads and writes still work
-    /// afterwards, write-through.
+    /// Flush write-behind queues, try once to apply the pending repairs (each tier bounded
+    /// by its write timeout), and stop background tasks. Reads and writes still work
+    /// afterwards, write-through. Repairs still pending then are lost with the process: check
+    /// [`RepairStats::pending`](crate::RepairStats::pending) in [`stats`](Cache::stats).
     pub async fn shutdown(&self) {
         for t in &self.inner.tiers {
             if let Some(wb) = &t.write_behind {
                 wb.flush_and_stop().await;
             }
         }
+        crate::repair::task::round(&self.inner).await;
         for t in self.inner.tasks.lock().drain(..) {
             t.abort();
         }

@@ -309,7 +309,9 @@ impl Cache {
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         let strict = self.inner.repairs.strict;
-        self.set_reported(key, value, opts, strict).await.map(|_| ())
+        self.set_reported(key, value, opts, strict)
+            .await
+            .map(|_| ())
     }
 
     /// [`set_with`](Cache::set_with), telling which assigned tiers took the value and which
@@ -370,7 +372,11 @@ impl Cache {
         if strict && let Some(e) = w.error {
             return Err(e);
         }
-        let names = |ps: &[usize]| ps.iter().map(|&p| self.inner.tiers[p].name.to_string()).collect();
+        let names = |ps: &[usize]| {
+            ps.iter()
+                .map(|&p| self.inner.tiers[p].name.to_string())
+                .collect()
+        };
         Ok(WriteReport {
             stored: names(&w.stored),
             pending_repair: names(&w.pending),

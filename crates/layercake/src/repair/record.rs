@@ -340,7 +340,11 @@ impl RepairRecord {
         s.selectors
             .iter()
             .map(|(sel, n)| (Repair::Select(sel.clone()), n.serial))
-            .chain(s.keys.iter().map(|(k, n)| (Repair::Key(k.clone()), n.serial)))
+            .chain(
+                s.keys
+                    .iter()
+                    .map(|(k, n)| (Repair::Key(k.clone()), n.serial)),
+            )
             .take(limit)
             .collect()
     }
@@ -358,7 +362,8 @@ impl RepairRecord {
                     }
                 }
                 Repair::Select(sel) => {
-                    s.selectors.retain(|(x, n)| !(x == sel && n.serial <= serial));
+                    s.selectors
+                        .retain(|(x, n)| !(x == sel && n.serial <= serial));
                 }
                 Repair::Everything => {
                     if s.everything.is_some_and(|n| n.serial <= serial) {
@@ -438,7 +443,10 @@ mod tests {
         assert!(r.skips_key(&key("p:9")));
         assert!(!r.skips_key(&key("r:1")));
         r.note_selector(&Selector::Tag("t".into()));
-        assert!(!r.skips_key(&key("r:1")), "a tag cannot be judged before reading");
+        assert!(
+            !r.skips_key(&key("r:1")),
+            "a tag cannot be judged before reading"
+        );
         assert!(r.skips_entry(&key("r:1"), &["t".to_string()]));
         assert!(!r.skips_entry(&key("r:1"), &["u".to_string()]));
         // A wider prefix covers the narrower one.
@@ -446,8 +454,14 @@ mod tests {
         r.note_selector(&Selector::Prefix("p".into()));
         let b = r.batch(10);
         assert!(b.contains(&(Repair::Select(Selector::Prefix("p".into())), 6)));
-        assert!(!b.iter().any(|(x, _)| *x == Repair::Select(Selector::Prefix("p:x".into()))));
-        assert!(!b.iter().any(|(x, _)| *x == Repair::Select(Selector::Prefix("p:".into()))));
+        assert!(
+            !b.iter()
+                .any(|(x, _)| *x == Repair::Select(Selector::Prefix("p:x".into())))
+        );
+        assert!(
+            !b.iter()
+                .any(|(x, _)| *x == Repair::Select(Selector::Prefix("p:".into())))
+        );
     }
 
     #[test]
@@ -491,11 +505,18 @@ mod tests {
         let r = record(2, Overflow::ClearTier);
         r.note_key(&key("a"), false);
         r.note_key(&key("b"), false);
-        assert_eq!(r.note_key(&key("a"), false), Noted::Noted, "present: no room needed");
+        assert_eq!(
+            r.note_key(&key("a"), false),
+            Noted::Noted,
+            "present: no room needed"
+        );
         assert_eq!(r.note_key(&key("c"), false), Noted::Overflowed);
         assert_eq!(r.len(), 1);
         assert!(r.everything_pending());
-        assert!(r.skips_key(&key("zzz")), "every read of the tier is skipped");
+        assert!(
+            r.skips_key(&key("zzz")),
+            "every read of the tier is skipped"
+        );
         assert_eq!(r.note_key(&key("d"), false), Noted::Overflowed);
         assert_eq!(r.batch(10), vec![(Repair::Everything, 4)]);
         assert_eq!(r.counters.overflowed.load(Ordering::Relaxed), 1);
@@ -511,10 +532,7 @@ mod tests {
         r.note_key(&key("a"), false);
         r.note_selector(&Selector::Tag("t".into()));
         assert_eq!(r.note_key(&key("b"), false), Noted::Refused);
-        assert_eq!(
-            r.note_selector(&Selector::Tag("u".into())),
-            Noted::Refused
-        );
+        assert_eq!(r.note_selector(&Selector::Tag("u".into())), Noted::Refused);
         assert_eq!(r.note_selector(&Selector::Tag("t".into())), Noted::Noted);
         assert_eq!(r.len(), 2);
         assert!(!r.everything_pending());
