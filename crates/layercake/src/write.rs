@@ -263,7 +263,7 @@ impl Cache {
             for (t, e) in failed {
                 match repairs.note_key(t.position, key, &e) {
                     Noted::Refused => refused = refused.or_else(|| Some(record_full(&t.name, &e))),
-                    Noted::Noted | Noted::Overflowed => w.pending.push(t.position),
+                    Noted::Recorded | Noted::Overflowed => w.pending.push(t.position),
                 }
                 w.error = w.error.or(Some(e));
             }

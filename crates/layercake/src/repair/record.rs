@@ -95,7 +95,7 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Noted {
     /// The note is recorded (or an equal one already was, and is now the newest).
-    Noted,
+    Recorded,
     /// The record was full: the whole tier is now noted (or already was).
     Overflowed,
     /// The record is full and refuses: nothing noted, the call must fail.
@@ -215,7 +215,7 @@ impl RepairRecord {
         let n = s.next(uncertain || was_uncertain);
         s.keys.insert(key.clone(), n);
         self.publish_len(&s);
-        Noted::Noted
+        Noted::Recorded
     }
 
     /// Note that an invalidation did not reach the tier.
@@ -243,7 +243,7 @@ impl RepairRecord {
             None => s.selectors.push((selector.clone(), n)),
         }
         self.publish_len(&s);
-        Noted::Noted
+        Noted::Recorded
     }
 
     /// Note that a `clear` did not reach the tier: everything must go.
@@ -384,17 +384,17 @@ impl RepairRecord {
     pub(crate) fn stats(&self) -> crate::stats::RepairStats {
         let c = &self.counters;
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut s = crate::stats::RepairStats::default();
-        s.pending = self.len();
-        s.whole_tier = self.everything_pending();
-        s.oldest_pending = self.oldest();
-        s.noted = ld(&c.noted);
-        s.applied = ld(&c.applied);
-        s.failed = ld(&c.failed);
-        s.resolved = ld(&c.resolved);
-        s.overflowed = ld(&c.overflowed);
-        s.refused = ld(&c.refused);
-        s
+        crate::stats::RepairStats {
+            pending: self.len(),
+            whole_tier: self.everything_pending(),
+            oldest_pending: self.oldest(),
+            noted: ld(&c.noted),
+            applied: ld(&c.applied),
+            failed: ld(&c.failed),
+            resolved: ld(&c.resolved),
+            overflowed: ld(&c.overflowed),
+            refused: ld(&c.refused),
+        }
     }
 
     /// A repair attempt failed (the tier still does not answer).
@@ -424,8 +424,8 @@ mod tests {
         let r = record(10, Overflow::ClearTier);
         assert!(r.is_empty());
         assert!(!r.skips_key(&key("a")));
-        assert_eq!(r.note_key(&key("a"), false), Noted::Noted);
-        assert_eq!(r.note_key(&key("a"), false), Noted::Noted);
+        assert_eq!(r.note_key(&key("a"), false), Noted::Recorded);
+        assert_eq!(r.note_key(&key("a"), false), Noted::Recorded);
         assert_eq!(r.len(), 1);
         assert!(r.skips_key(&key("a")));
         assert!(!r.skips_key(&key("b")));
@@ -507,7 +507,7 @@ mod tests {
         r.note_key(&key("b"), false);
         assert_eq!(
             r.note_key(&key("a"), false),
-            Noted::Noted,
+            Noted::Recorded,
             "present: no room needed"
         );
         assert_eq!(r.note_key(&key("c"), false), Noted::Overflowed);
@@ -533,7 +533,7 @@ mod tests {
         r.note_selector(&Selector::Tag("t".into()));
         assert_eq!(r.note_key(&key("b"), false), Noted::Refused);
         assert_eq!(r.note_selector(&Selector::Tag("u".into())), Noted::Refused);
-        assert_eq!(r.note_selector(&Selector::Tag("t".into())), Noted::Noted);
+        assert_eq!(r.note_selector(&Selector::Tag("t".into())), Noted::Recorded);
         assert_eq!(r.len(), 2);
         assert!(!r.everything_pending());
         assert_eq!(r.counters.refused.load(Ordering::Relaxed), 2);
