@@ -30,7 +30,8 @@ const PORT_ATTEMPTS: usize = 5;
 ///   --daemonize no --dir <tempdir>` as a direct child; its output goes to `redis.log` in the
 ///   temporary directory.
 /// - Every signal targets this server's own pid, never a process found by name.
-/// - [`restart`](Self::restart) comes back on the same port, empty (nothing is persisted).
+/// - [`restart`](Self::restart) comes back on the same port, empty (nothing is persisted unless
+///   [`start_with`](Self::start_with) turned persistence on).
 /// - Dropping it SIGKILLs the server if it still runs and removes the temporary directory.
 ///
 /// ```no_run
@@ -70,7 +71,9 @@ impl RedisServer {
     }
 
     /// [`start`](Self::start) with extra `redis-server` arguments after the defaults (so they
-    /// win), kept for restarts: e.g. `["--maxclients", "8"]`.
+    /// win), kept for restarts: e.g. `["--maxclients", "8"]`, or `["--appendonly", "yes"]` so
+    /// that [`restart`](Self::restart) reloads what was written (the AOF lives in the temporary
+    /// directory).
     ///
     /// # Errors
     /// As [`start`](Self::start); an invalid argument makes the server exit at start.
@@ -230,7 +233,7 @@ impl RedisServer {
     ///
     /// - A running server is stopped first ([`stop`](Self::stop)).
     /// - While the port is still held (a socket closing), the launch is retried for up to 15 s.
-    /// - The new server is empty: nothing is persisted.
+    /// - The new server is empty unless persistence was turned on (e.g. `--appendonly yes`).
     ///
     /// # Errors
     /// When the server cannot be started on its port within 15 s.
