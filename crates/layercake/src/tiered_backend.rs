@@ -153,6 +153,6 @@ impl Cache {
         self.inner
             .publish(Target::Key(key.as_str().to_owned()), entry.version)
             .await;
-        self.report(written, self.inner.repairs.strict).map(|_| ())
+        self.strict(written, self.inner.repairs.strict).map(drop)
     }
 }

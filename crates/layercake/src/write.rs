@@ -40,13 +40,13 @@ pub(crate) struct Prepared {
     pub(crate) decoded: Option<Arc<dyn Any + Send + Sync>>,
 }
 
-/// What a write did, tier by tier (positions).
+/// What a write did, tier by tier (bit `i` = tier `i`; no allocation on the no-fault path).
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     /// Tiers that took the entry (a write-behind tier: queued it).
-    pub(crate) stored: Vec<usize>,
+    pub(crate) stored: u64,
     /// Tiers that failed temporarily and hold a repair note for the key.
-    pub(crate) pending: Vec<usize>,
+    pub(crate) pending: u64,
     /// The first of their errors.
     pub(crate) error: Option<Error>,
 }
@@ -235,7 +235,7 @@ impl Cache {
         for (t, r) in targets.iter().zip(results) {
             match r {
                 Ok(true) => {
-                    w.stored.push(t.position);
+                    w.stored |= 1 << t.position;
                     if set && t.write_behind.is_none() {
                         repairs.resolved_key(t.position, key);
                     }
@@ -257,13 +257,13 @@ impl Cache {
                 }
             }
         }
-        if set && (permanent.is_some() || !w.stored.is_empty()) {
+        if set && (permanent.is_some() || w.stored != 0) {
             // The value is in some tier: every tier that did not take it gets a repair note.
             let mut refused = None;
             for (t, e) in failed {
                 match repairs.note_key(t.position, key, &e) {
                     Noted::Refused => refused = refused.or_else(|| Some(record_full(&t.name, &e))),
-                    Noted::Recorded | Noted::Overflowed => w.pending.push(t.position),
+                    Noted::Recorded | Noted::Overflowed => w.pending |= 1 << t.position,
                 }
                 w.error = w.error.or(Some(e));
             }
@@ -276,7 +276,7 @@ impl Cache {
             return Err(e);
         }
         match failed.into_iter().next() {
-            Some((_, e)) if w.stored.is_empty() && !dropped => Err(e),
+            Some((_, e)) if w.stored == 0 && !dropped => Err(e),
             _ => Ok(w),
         }
     }
@@ -309,9 +309,7 @@ impl Cache {
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         let strict = self.inner.repairs.strict;
-        self.set_reported(key, value, opts, strict)
-            .await
-            .map(|_| ())
+        self.set_reported(key, value, opts, strict).await.map(drop)
     }
 
     /// [`set_with`](Cache::set_with), telling which assigned tiers took the value and which
@@ -337,7 +335,19 @@ impl Cache {
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        self.set_reported(key, value, opts, false).await
+        let w = self.set_reported(key, value, opts, false).await?;
+        let names = |bits: u64| {
+            self.inner
+                .tiers
+                .iter()
+                .filter(|t| bits & (1 << t.position) != 0)
+                .map(|t| t.name.to_string())
+                .collect()
+        };
+        Ok(WriteReport {
+            stored: names(w.stored),
+            pending_repair: names(w.pending),
+        })
     }
 
     async fn set_reported<T>(
@@ -346,7 +356,7 @@ impl Cache {
         value: T,
         opts: &WriteOptions,
         strict: bool,
-    ) -> Result<WriteReport>
+    ) -> Result<Written>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
@@ -360,27 +370,19 @@ impl Cache {
             self.inner
                 .publish(Target::Key(key.as_str().to_owned()), version)
                 .await;
-            self.report(written, strict)
+            self.strict(written, strict)
         }
         .await;
         tel.finish(scope, ok_or_error(&r));
         r
     }
 
-    /// The report of a write; with `strict`, a pending repair is the tier's error.
-    pub(crate) fn report(&self, w: Written, strict: bool) -> Result<WriteReport> {
-        if strict && let Some(e) = w.error {
-            return Err(e);
+    /// With `strict`, a pending repair is an error: the first tier's.
+    pub(crate) fn strict(&self, w: Written, strict: bool) -> Result<Written> {
+        match w.error {
+            Some(e) if strict => Err(e),
+            _ => Ok(w),
         }
-        let names = |ps: &[usize]| {
-            ps.iter()
-                .map(|&p| self.inner.tiers[p].name.to_string())
-                .collect()
-        };
-        Ok(WriteReport {
-            stored: names(&w.stored),
-            pending_repair: names(&w.pending),
-        })
     }
 
     /// Encode a value (`None` = a negative entry) into the entry to write, with the tiers the

@@ -102,6 +102,11 @@ impl From<&ResourceMetrics> for Metrics {
                             push(attr_map(p.attributes()), p.value() as f64);
                         }
                     }
+                    AggregatedMetrics::F64(MetricData::Gauge(g)) => {
+                        for p in g.data_points() {
+                            push(attr_map(p.attributes()), p.value());
+                        }
+                    }
                     AggregatedMetrics::F64(MetricData::Histogram(h)) => {
                         for p in h.data_points() {
                             push(attr_map(p.attributes()), p.count() as f64);
@@ -1038,7 +1043,7 @@ async fn repairs_are_reported_per_tier() {
     assert_eq!(per_tier("layercake.repair.notes")["flaky"], 1.0);
     assert!(per_tier("layercake.repair.failures")["flaky"] >= 1.0);
     assert!(per_tier("layercake.repair.oldest_pending_age")["flaky"] >= 0.0);
-    assert_eq!(m.units["layercake.repair.oldest_pending_age"], "ms");
+    assert_eq!(m.units["layercake.repair.oldest_pending_age"], "s");
     faults.clear_all();
     let start = std::time::Instant::now();
     while cache.stats().tiers[1].repairs.pending > 0 {

@@ -6,7 +6,7 @@ use std::sync::Weak;
 use opentelemetry::metrics::{AsyncInstrument, Meter};
 
 use super::instruments::Otel;
-use super::observers::{Keep, counter, gauge};
+use super::observers::{Keep, counter, gauge, with};
 use crate::repair::record::RepairRecord;
 use crate::stack::Stack;
 
@@ -39,20 +39,27 @@ pub(super) fn observe(keep: &mut Keep, m: &Meter, weak: &Weak<Stack>) {
         "Repair notes pending, by tier: keys, selections or the whole tier that a write or removal did not reach",
         |inner, o, obs| per_tier(inner, o, obs, |r| r.len() as u64),
     );
-    gauge(
-        keep,
-        m,
-        weak,
-        "layercake.repair.oldest_pending_age",
-        "ms",
-        "Age of the oldest pending repair note, by tier (0 when none is pending)",
-        |inner, o, obs| {
-            per_tier(inner, o, obs, |r| {
-                r.oldest()
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            });
-        },
-    );
+    let w = weak.clone();
+    keep.push(Box::new(
+        m.f64_observable_gauge("layercake.repair.oldest_pending_age")
+            .with_unit("s")
+            .with_description(
+                "Age of the oldest pending repair note, by tier (0 when none is pending)",
+            )
+            .with_callback(move |obs| {
+                with(&w, |inner, o| {
+                    for t in &inner.tiers {
+                        if let (Some(r), Some(a)) = (
+                            inner.repairs.record(t.position),
+                            o.attrs.per_tier.get(t.position),
+                        ) {
+                            obs.observe(r.oldest().map_or(0.0, |d| d.as_secs_f64()), a);
+                        }
+                    }
+                });
+            })
+            .build(),
+    ));
     counter(
         keep,
         m,
