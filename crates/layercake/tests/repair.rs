@@ -405,6 +405,15 @@ async fn the_repair_tells_other_instances_to_drop_what_they_filled_meanwhile() {
         .inject(Operation::Set, Fault::Fail(ErrorKind::Unavailable));
     fail_removals(&s.faults, ErrorKind::Unavailable);
     a.set("k", 2u32).await.unwrap();
+    // B has applied both messages of A's sets.
+    let start = Instant::now();
+    while b.stats().backplane_applied < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "messages never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     // B reads L2 (it answers B's reads) before the repair, and keeps the older value in L1.
     let start = Instant::now();
     loop {
@@ -517,7 +526,12 @@ async fn a_hung_loader_ends_by_default() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout);
-    assert_eq!(started.elapsed(), layercake::DEFAULT_HARD_TIMEOUT);
+    let took = started.elapsed();
+    assert!(
+        took >= layercake::DEFAULT_HARD_TIMEOUT
+            && took < layercake::DEFAULT_HARD_TIMEOUT + Duration::from_secs(1),
+        "{took:?}"
+    );
     assert_eq!(c.loads_in_flight(), 0);
     let v = c
         .get_or_compute("k", || async { Ok::<_, std::io::Error>(7u32) })
