@@ -12,7 +12,6 @@ pub(crate) mod report;
 pub(crate) mod task;
 
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
 
 use layercake_core::{Error, ErrorKind, Key, Selector};
 use parking_lot::Mutex;
@@ -141,9 +140,6 @@ impl Repairs {
             r.resolved_key(key);
         }
     }
-
-    /// The longest a repair attempt on a tier without a write timeout may take.
-    pub(crate) const ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
 }
 
 /// The error of a call that could not be noted for repair because the tier's record is full

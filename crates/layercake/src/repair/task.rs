@@ -4,19 +4,18 @@
 //! tells the other instances (backplane) to drop their local copies of what it removed from
 //! a tier they share.
 //!
-//! It holds the stack weakly and ends when the cache is dropped. Repair calls go to the
-//! backend directly, with the tier's write timeout and without its breaker: the repair is
-//! what finds out that the tier answers again, and reads keep skipping the noted keys (and
-//! the breaker keeps protecting reads) until it has.
+//! It holds the stack weakly and ends when the cache is dropped. Repair calls go through the
+//! tier like any write (its breaker and write timeout): an open breaker's cool-down spares a
+//! recovering server the repairs as it spares it the reads, and a repair can be the half-open
+//! probe that closes the breaker. Reads keep skipping the noted keys until the repair is done.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use layercake_core::backplane::Target;
-use layercake_core::{Key, Result, Selector};
+use layercake_core::{Key, Selector};
 use tokio::sync::Notify;
 
-use super::Repairs;
 use super::record::Repair;
 use crate::stack::Stack;
 use crate::tier::{Scope, Tier};
@@ -57,7 +56,7 @@ pub(crate) async fn round(stack: &Stack) -> usize {
             if batch.is_empty() {
                 break;
             }
-            let (done, failed) = apply(tier, &batch).await;
+            let (done, failed) = apply(stack, tier, &batch).await;
             if !done.is_empty() {
                 record.applied(&done);
                 applied += done.len();
@@ -74,7 +73,8 @@ pub(crate) async fn round(stack: &Stack) -> usize {
 
 /// Apply a batch to one tier: selections and the whole tier one call each, keys in one
 /// `delete_many`. Returns what was applied and whether a call failed (the rest waits).
-async fn apply(tier: &Tier, batch: &[(Repair, u64)]) -> (Vec<(Repair, u64)>, bool) {
+async fn apply(stack: &Stack, tier: &Tier, batch: &[(Repair, u64)]) -> (Vec<(Repair, u64)>, bool) {
+    let tel = &stack.telemetry;
     let mut done = Vec::with_capacity(batch.len());
     let mut keys: Vec<(Key, u64)> = Vec::new();
     for (repair, serial) in batch {
@@ -83,8 +83,8 @@ async fn apply(tier: &Tier, batch: &[(Repair, u64)]) -> (Vec<(Repair, u64)>, boo
                 keys.push((k.clone(), *serial));
                 continue;
             }
-            Repair::Select(s) => call(tier, tier.backend.invalidate(s)).await,
-            Repair::Everything => call(tier, tier.backend.clear()).await,
+            Repair::Select(s) => tier.call(tel, true, tier.backend.invalidate(s)).await,
+            Repair::Everything => tier.call(tel, true, tier.backend.clear()).await,
         };
         if r.is_err() {
             return (done, true);
@@ -93,21 +93,16 @@ async fn apply(tier: &Tier, batch: &[(Repair, u64)]) -> (Vec<(Repair, u64)>, boo
     }
     if !keys.is_empty() {
         let ks: Vec<Key> = keys.iter().map(|(k, _)| k.clone()).collect();
-        if call(tier, tier.backend.delete_many(&ks)).await.is_err() {
+        if tier
+            .call(tel, true, tier.backend.delete_many(&ks))
+            .await
+            .is_err()
+        {
             return (done, true);
         }
         done.extend(keys.into_iter().map(|(k, s)| (Repair::Key(k), s)));
     }
     (done, false)
-}
-
-/// A repair call: the tier's write timeout (or [`Repairs::ATTEMPT_LIMIT`]), no breaker.
-async fn call(tier: &Tier, fut: impl Future<Output = Result<()>>) -> Result<()> {
-    let limit = tier.write_timeout.unwrap_or(Repairs::ATTEMPT_LIMIT);
-    match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(layercake_core::Error::timeout("repair call timed out")),
-    }
 }
 
 /// Tell the other instances what a repair removed from a tier they see (their local tiers
