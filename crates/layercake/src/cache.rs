@@ -69,9 +69,9 @@ pub enum Warm<'a> {
 ///   took the value and every other one either took it too or did not answer (a temporary
 ///   error) and now holds a *repair note* for the key. While a note is pending, this instance
 ///   reads the key from that tier as a miss and never promotes into it; once the tier answers
-///   again, the repair task removes the tier's older copy (within
-///   [`RepairConfig::retry_every`](crate::RepairConfig::retry_every), 200 ms by default),
-///   then tells the other instances through the backplane. From then on no instance reads a
+///   again, the repair task removes the tier's older copy (through the tier's breaker: within
+///   its open time plus [`RepairConfig::retry_every`](crate::RepairConfig::retry_every), 1 s +
+///   200 ms by default), then tells the other instances through the backplane. From then on no instance reads a
 ///   value older than the newest acknowledged write. A tier that refuses permanently in the
 ///   middle of the fan-out (a rejection no check could foresee) makes `set` return that error;
 ///   the other tiers keep the new value and the refusing tier's older copy is removed (or
