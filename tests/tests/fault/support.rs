@@ -290,8 +290,9 @@ pub(crate) struct Call {
     pub(crate) ok: bool,
 }
 
-/// A backend that logs the start, end and outcome of every `get`, `set` and `delete`, so a
-/// test can see exactly which calls reached a tier (e.g. none while its breaker is open).
+/// A backend that logs the start, end and outcome of every `get`, `set`, `delete` and
+/// `delete_many`, so a test can see exactly which calls reached a tier (e.g. none while its
+/// breaker is open).
 pub(crate) struct Logged {
     inner: Arc<dyn Backend>,
     log: Arc<Mutex<Vec<Call>>>,
@@ -350,6 +351,13 @@ impl Backend for Logged {
     async fn delete(&self, key: &Key) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.delete(key).await;
+        self.record(t, &r);
+        r
+    }
+    // One bulk call is one call to the tier (the default would log one `delete` per key).
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.delete_many(keys).await;
         self.record(t, &r);
         r
     }
