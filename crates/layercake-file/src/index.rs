@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use layercake_core::{Selector, Timestamp};
+use layercake_core::{Selector, Timestamp, TombstoneLog};
 
 use crate::layout::Hash;
 
@@ -51,6 +51,8 @@ pub(crate) struct Index {
     bytes: u64,
     last_stamp: u64,
     seq: u64,
+    /// Tombstones left by `delete_with` / `invalidate_with` (this process's only).
+    pub(crate) tombstones: TombstoneLog,
 }
 
 fn now_nanos() -> u64 {

@@ -2,11 +2,14 @@
 
 mod backend;
 mod config;
+mod fill;
 mod index;
+mod inspect;
 mod layout;
 mod report;
 mod store;
 
 pub use backend::FileBackend;
 pub use config::{Durability, FileConfig, WriteFault};
+pub use inspect::{DirUsage, inspect_dir};
 pub use report::{FileStats, SweepReport};

@@ -105,6 +105,29 @@ pub(crate) fn io_error(doing: &str, e: io::Error) -> Error {
     Error::unavailable(msg).with_source(e).with_backend(KIND)
 }
 
+/// Why the cache directory could not be created, saying so when the path (or one of its
+/// parents) is a file rather than a directory: `create_dir_all` reports that only as "File
+/// exists" or "Not a directory".
+fn dir_error(dir: &Path, e: io::Error) -> Error {
+    let file = dir
+        .ancestors()
+        .find(|p| fs::metadata(p).is_ok_and(|md| !md.is_dir()));
+    let msg = match file {
+        Some(p) if p == dir => format!(
+            "file tier: the cache path {} is a file, not a directory; give the path of a \
+             directory (it is created if missing) or remove the file",
+            dir.display()
+        ),
+        Some(p) => format!(
+            "file tier: cannot create the cache directory {}: {} is a file, not a directory",
+            dir.display(),
+            p.display()
+        ),
+        None => return io_error(&format!("creating the directory {}", dir.display()), e),
+    };
+    Error::config(msg).with_source(e).with_backend(KIND)
+}
+
 #[cfg(unix)]
 fn ino_of(md: &fs::Metadata) -> u64 {
     std::os::unix::fs::MetadataExt::ino(md)
@@ -226,8 +249,7 @@ impl Store {
     /// Open (creating) the directory, take the directory lock, sweep temp files and rebuild the
     /// index. Blocking.
     pub(crate) fn open(cfg: &FileConfig) -> Result<(Store, SweepReport)> {
-        fs::create_dir_all(&cfg.dir)
-            .map_err(|e| io_error(&format!("creating the directory {}", cfg.dir.display()), e))?;
+        fs::create_dir_all(&cfg.dir).map_err(|e| dir_error(&cfg.dir, e))?;
         let lock_path = cfg.dir.join(layout::DIR_LOCK);
         let dir_lock = OpenOptions::new()
             .read(true)
@@ -275,8 +297,13 @@ impl Store {
         Ok((store, report?))
     }
 
-    fn stripe(&self, h: &Hash) -> &Mutex<()> {
+    pub(crate) fn stripe(&self, h: &Hash) -> &Mutex<()> {
         &self.stripes[h[0] as usize % STRIPES]
+    }
+
+    /// Every stripe lock, in order (always taken in this order, so never deadlocks).
+    pub(crate) fn lock_all_stripes(&self) -> Vec<parking_lot::MutexGuard<'_, ()>> {
+        self.stripes.iter().map(|s| s.lock()).collect()
     }
 
     /// Number of stored copies that failed to decode and were removed.
@@ -448,6 +475,21 @@ impl Store {
         tags: Arc<[String]>,
         retain_until: Timestamp,
     ) -> Result<()> {
+        self.write_checked(key, bytes, tags, retain_until, |_| true)
+            .map(|_| ())
+    }
+
+    /// [`write`](Store::write), with `check` run under the key's stripe lock just before the
+    /// rename (given the entry file's path): when it returns false the temp file is removed
+    /// and nothing changes. Returns whether the file was renamed into place.
+    pub(crate) fn write_checked(
+        &self,
+        key: &Key,
+        bytes: &[u8],
+        tags: Arc<[String]>,
+        retain_until: Timestamp,
+        check: impl FnOnce(&Path) -> bool,
+    ) -> Result<bool> {
         let h = layout::key_hash(key.as_str());
         let dir = layout::shard_dir(&self.root, &h);
         let tmp = dir.join(layout::temp_name());
@@ -464,6 +506,10 @@ impl Store {
         let path = layout::entry_path(&self.root, &h);
         {
             let _g = self.stripe(&h).lock();
+            if !check(&path) {
+                let _ = fs::remove_file(&tmp);
+                return Ok(false);
+            }
             if let Err(e) = fs::rename(&tmp, &path) {
                 let _ = fs::remove_file(&tmp);
                 return Err(io_error("renaming a temp file into place", e));
@@ -484,7 +530,7 @@ impl Store {
             sync_dir(&dir).map_err(|e| io_error("syncing the shard directory", e))?;
         }
         self.evict();
-        Ok(())
+        Ok(true)
     }
 
     /// Remove `key`'s file and record, whatever version it is.
@@ -682,7 +728,9 @@ impl Store {
                 }
             }
         }
-        self.index.lock().retain_seen(&HashSet::new(), start_seq);
+        let mut ix = self.index.lock();
+        ix.retain_seen(&HashSet::new(), start_seq);
+        ix.tombstones.clear();
         Ok(())
     }
 }

@@ -383,10 +383,28 @@ async fn configuration_errors_and_limits() {
     assert!(cap.clock_driven_expiry && cap.stores_bytes && cap.durable && cap.shared);
     assert!(cap.prefix_invalidation && cap.tag_invalidation && cap.clear);
     b.health().await.unwrap();
-    // A file where the directory should be: open fails with a clear error.
+    // A file where the directory should be: open fails with a configuration error that says
+    // so (the OS says only "File exists").
     let file = dir.path().join("not-a-dir");
     fs::write(&file, b"x").unwrap();
     let err = FileBackend::open(cfg(&file)).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unavailable);
-    assert!(err.to_string().contains("creating the directory"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(!err.is_temporary());
+    let expected = format!(
+        "config (file): file tier: the cache path {} is a file, not a directory; give the \
+         path of a directory (it is created if missing) or remove the file",
+        file.display()
+    );
+    assert!(err.to_string().starts_with(&expected), "{err}");
+    // A file where a parent directory should be (the OS says "Not a directory").
+    let below = file.join("cache");
+    let err = FileBackend::open(cfg(&below)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let expected = format!(
+        "config (file): file tier: cannot create the cache directory {}: {} is a file, not a \
+         directory",
+        below.display(),
+        file.display()
+    );
+    assert!(err.to_string().starts_with(&expected), "{err}");
 }

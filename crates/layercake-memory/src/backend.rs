@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use layercake_core::{
-    Backend, Capability, Entry, Error, Key, Result, Selector, SharedClock, Timestamp,
+    Backend, Capability, Entry, Error, FillOutcome, Key, Result, Selector, SharedClock, Timestamp,
+    Tombstone, TombstoneLog,
 };
+use parking_lot::RwLock;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
 
@@ -15,7 +17,7 @@ use crate::config::MemoryConfig;
 /// Share of each shard's capacity that quick_cache's "hot" section may hold; an entry heavier
 /// than this share of one shard is never admitted. Set explicitly (it is quick_cache's default)
 /// so [`MemoryBackend::max_entry_weight`] stays exact.
-const HOT_ALLOCATION: f64 = 0.97;
+pub(crate) const HOT_ALLOCATION: f64 = 0.97;
 
 /// Bytes counted per entry for its key besides the key text (the `Arc<str>` header).
 const KEY_OVERHEAD: u64 = 16;
@@ -25,12 +27,12 @@ const KEY_OVERHEAD: u64 = 16;
 const VALUE_HEADROOM: u64 = 4096;
 
 /// The weight of a stored entry: [`Entry::weight`] plus the key.
-fn weigh(key: &Key, entry: &Entry) -> u64 {
+pub(crate) fn weigh(key: &Key, entry: &Entry) -> u64 {
     entry.weight() as u64 + key.len() as u64 + KEY_OVERHEAD
 }
 
 #[derive(Debug, Clone, Copy)]
-struct EntryWeighter;
+pub(crate) struct EntryWeighter;
 
 impl Weighter<Key, Arc<Entry>> for EntryWeighter {
     fn weight(&self, key: &Key, entry: &Arc<Entry>) -> u64 {
@@ -48,8 +50,13 @@ impl Weighter<Key, Arc<Entry>> for EntryWeighter {
 /// - the summed weight (`Entry::weight() + key length + 16`) stays within `max_bytes`; beyond
 ///   it quick_cache evicts (CLOCK-Pro: recently and frequently used entries stay);
 /// - an entry heavier than [`max_entry_weight`](MemoryBackend::max_entry_weight) is refused:
-///   `set` returns a [`TooLarge`](layercake_core::ErrorKind::TooLarge) error and removes any
-///   older copy of the key (so no stale value survives a failed write);
+///   `set` (and `fill`) return a [`TooLarge`](layercake_core::ErrorKind::TooLarge) error and
+///   change nothing: an older copy of the key stays readable (a rejected write touches
+///   nothing);
+/// - fills are conditional ([`Capability::conditional_fill`]): compared and written under the
+///   key's shard write lock, so a concurrent `set` or `delete` of the key always stands;
+///   tombstones of `delete_with` / `invalidate_with` are kept in process (not weighed against
+///   `max_bytes`; expired ones are pruned as more are recorded) and judged by the clock;
 /// - expiry is exact: every read compares `retain_until` with the configured clock, and an
 ///   expired entry found by a read is removed then and there; expired entries nobody reads
 ///   stay (weighing, but never returned) until evicted by pressure, removed by an
@@ -61,9 +68,11 @@ impl Weighter<Key, Arc<Entry>> for EntryWeighter {
 ///   `native_bulk`.
 pub struct MemoryBackend {
     /// Entries are shared (`Arc`), so a read touches one reference count, not one per field.
-    cache: Cache<Key, Arc<Entry>, EntryWeighter, DefaultHashBuilder>,
-    clock: SharedClock,
-    max_entry_weight: u64,
+    pub(crate) cache: Cache<Key, Arc<Entry>, EntryWeighter, DefaultHashBuilder>,
+    pub(crate) clock: SharedClock,
+    pub(crate) max_entry_weight: u64,
+    /// Read-locked by fills from their check to their write; write-locked to record one.
+    pub(crate) tombstones: RwLock<TombstoneLog>,
 }
 
 impl fmt::Debug for MemoryBackend {
@@ -74,6 +83,7 @@ impl fmt::Debug for MemoryBackend {
             .field("max_entry_weight", &self.max_entry_weight)
             .field("entries", &self.cache.len())
             .field("weighted_bytes", &self.cache.weight())
+            .field("tombstones", &self.tombstones())
             .field("clock", &self.clock)
             .finish()
     }
@@ -110,6 +120,7 @@ impl MemoryBackend {
             cache,
             clock: config.clock,
             max_entry_weight,
+            tombstones: RwLock::new(TombstoneLog::new()),
         })
     }
 
@@ -184,22 +195,15 @@ impl MemoryBackend {
         self.cache.remove_if(key, |e| !e.is_retained(now));
     }
 
-    /// [`Backend::set`] without the boxed future.
+    /// [`Backend::set`] without the boxed future. An entry over
+    /// [`max_entry_weight`](MemoryBackend::max_entry_weight) is a `TooLarge` error and changes
+    /// nothing (an older copy stays).
     pub fn set_sync(&self, key: &Key, entry: &Entry) -> Result<()> {
         if !entry.is_retained(self.clock.now()) {
             self.cache.remove(key);
             return Ok(());
         }
-        let weight = weigh(key, entry);
-        if weight > self.max_entry_weight {
-            self.cache.remove(key);
-            return Err(Error::too_large(format!(
-                "entry of weight {weight} bytes is over the memory tier's per-entry limit of {} \
-                 bytes (capacity / shards × {HOT_ALLOCATION})",
-                self.max_entry_weight
-            ))
-            .with_backend("memory"));
-        }
+        self.check_weight(key, entry)?;
         // Cloning here (not on the first read) turns a `Vec`-backed `Bytes` into a shared one,
         // so reads never allocate.
         self.cache.insert(key.clone(), Arc::new(entry.clone()));
@@ -243,6 +247,7 @@ impl Backend for MemoryBackend {
         c.durable = false;
         c.max_value_bytes =
             usize::try_from(self.max_entry_weight.saturating_sub(VALUE_HEADROOM)).ok();
+        c.conditional_fill = true;
         c
     }
 
@@ -311,8 +316,30 @@ impl Backend for MemoryBackend {
     }
 
     async fn clear(&self) -> Result<()> {
-        self.cache.clear();
+        self.clear_all();
         Ok(())
+    }
+
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        self.fill_sync(key, entry)
+    }
+
+    /// Stops at the first error (an entry over the per-entry limit), like the default.
+    async fn fill_many(&self, items: &[(Key, Entry)]) -> Result<Vec<FillOutcome>> {
+        items.iter().map(|(k, e)| self.fill_sync(k, e)).collect()
+    }
+
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        self.delete_with_sync(key, tombstone);
+        Ok(())
+    }
+
+    /// Records the tombstone, then scans like `invalidate`.
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        if matches!(selector, Selector::Prefix(_) | Selector::Tag(_)) {
+            self.record_selector(selector, tombstone);
+        }
+        self.invalidate(selector).await
     }
 
     /// A scan of every entry (one shard lock at a time).
@@ -406,7 +433,18 @@ mod tests {
         let err = b.set(&k, &over).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TooLarge);
         assert_eq!(err.backend(), Some("memory"));
-        assert_eq!(b.get(&k).await.unwrap(), None, "the older copy is removed");
+        assert_eq!(
+            b.get(&k).await.unwrap(),
+            Some(fits.clone()),
+            "the older copy stays: a refused write changes nothing"
+        );
+        let err = b.fill(&k, &over.clone().with_version(9)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TooLarge);
+        assert_eq!(
+            b.get(&k).await.unwrap(),
+            Some(fits.clone()),
+            "nor does a fill"
+        );
         let cap = b.capability().max_value_bytes.unwrap() as u64;
         assert!(cap < max && cap + 4096 == max);
     }

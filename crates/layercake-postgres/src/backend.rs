@@ -12,8 +12,8 @@ use deadpool_postgres::{
     ClientWrapper, Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
 };
 use layercake_core::{
-    Backend, Bytes, Capability, Entry, Error, Key, Result, Selector, SharedClock, Timestamp,
-    envelope,
+    Backend, Bytes, Capability, Entry, Error, FillOutcome, Key, Result, Selector, SharedClock,
+    Timestamp, Tombstone, envelope,
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
@@ -22,8 +22,8 @@ use crate::config::{PostgresConfig, Recycling, TableKind};
 use crate::error::{self, BACKEND};
 use crate::prefix::successor;
 use crate::reaper;
-use crate::schema;
 use crate::sql::Sql;
+use crate::startup::{self, Startup};
 
 /// State shared by the backend and its reaper task.
 pub(crate) struct Shared {
@@ -35,6 +35,10 @@ pub(crate) struct Shared {
     pub(crate) reaped: AtomicU64,
     pub(crate) reaper_errors: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Where the pool connects (`host:port`, no credentials), for errors.
+    pub(crate) endpoint: String,
+    /// Whether the table is set up (operations fail fast until it is).
+    pub(crate) startup: Startup,
 }
 
 /// A pooled connection checked out for one attempt of one operation.
@@ -43,29 +47,29 @@ pub(crate) struct Shared {
 /// dropped otherwise — the operation timed out or was cancelled mid-query, or the connection
 /// failed — takes its connection out of the pool and closes it, so a connection with a
 /// response still in flight, or to a frozen server, is never handed out again.
-struct Lease {
+pub(crate) struct Lease {
     obj: Option<Object>,
 }
 
 impl Lease {
-    fn client(&self) -> Option<&ClientWrapper> {
+    pub(crate) fn client(&self) -> Option<&ClientWrapper> {
         self.obj.as_deref()
     }
 
     /// Whether the connection had served an earlier checkout (a fresh one cannot be stale).
-    fn reused(&self) -> bool {
+    pub(crate) fn reused(&self) -> bool {
         self.obj
             .as_ref()
             .is_some_and(|o| Object::metrics(o).recycle_count > 0)
     }
 
-    fn release(mut self) {
+    pub(crate) fn release(mut self) {
         // Dropping the object returns it to the pool.
         drop(self.obj.take());
     }
 
     /// Keep the connection after an SQL error the server reported (it is still usable).
-    fn finish_after(self, e: &tokio_postgres::Error) {
+    pub(crate) fn finish_after(self, e: &tokio_postgres::Error) {
         if e.as_db_error().is_some() && !e.is_closed() {
             self.release();
         }
@@ -119,17 +123,27 @@ macro_rules! run {
             .await
     }};
 }
+pub(crate) use run;
 
 impl Shared {
-    async fn timed<T>(&self, op: &'static str, f: impl Future<Output = Result<T>>) -> Result<T> {
+    pub(crate) async fn timed<T>(
+        &self,
+        op: &'static str,
+        f: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         match tokio::time::timeout(self.op_timeout, f).await {
             Ok(r) => r,
             Err(_) => Err(error::timeout(op, self.op_timeout)),
         }
     }
 
-    async fn checkout(&self, op: &'static str) -> Result<Lease> {
-        let obj = self.pool.get().await.map_err(|e| error::pool(op, e))?;
+    pub(crate) async fn checkout(&self, op: &'static str) -> Result<Lease> {
+        self.startup.check(op, &self.endpoint)?;
+        let obj = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| error::pool(op, e, &self.endpoint))?;
         Ok(Lease { obj: Some(obj) })
     }
 
@@ -175,6 +189,10 @@ fn to_sql_ms(t: Timestamp) -> i64 {
 ///   read as a parameter; the reaper deletes expired rows in the background;
 /// - every operation runs within the operation timeout, checkout included; errors are mapped
 ///   as described in the crate documentation and carry the backend kind `"postgres"`;
+/// - fills are conditional ([`Capability::conditional_fill`]): one `INSERT … ON CONFLICT …
+///   WHERE` refused by a newer stored version or a live tombstone (rows of `<table>_tomb`),
+///   followed in the same pipeline by a statement that removes the row again if a tombstone
+///   committed meanwhile refuses it; the reaper also deletes expired tombstones;
 /// - dropping the backend stops its reaper.
 ///
 /// See the crate documentation for an example.
@@ -190,8 +208,13 @@ pub struct PostgresBackend {
 impl PostgresBackend {
     /// Build the pool, create or migrate the table, and start the reaper.
     ///
-    /// - fails with `Config` for invalid names or settings, with `Unavailable` / `Timeout`
-    ///   when the server cannot be reached within the connect and operation timeouts;
+    /// - fails with `Config` for invalid names or settings, and with `Unavailable` when the
+    ///   server answers but refuses (a database that does not exist, wrong credentials,
+    ///   missing permissions), with the server's own message;
+    /// - when the server cannot be reached (refused, timed out, starting up), returns a
+    ///   backend that sets up its table in the background once the server answers (backoff
+    ///   from 50 ms doubling to 1 s) and fails every operation with `Unavailable` until then;
+    ///   with [`require_server`](PostgresConfig::with_require_server) it fails instead;
     /// - must be called within a Tokio runtime (the reaper and the connections are tasks).
     pub async fn connect(config: PostgresConfig) -> Result<PostgresBackend> {
         config.validate()?;
@@ -227,22 +250,10 @@ impl PostgresBackend {
             reaped: AtomicU64::new(0),
             reaper_errors: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            endpoint: error::endpoint(&config.pg),
+            startup: Startup::new(),
         });
-        // Start-up may wait on another instance's migration: allow a few operation timeouts.
-        let startup = config.operation_timeout.max(config.connect_timeout) * 5;
-        let migrate = async {
-            let mut lease = shared.checkout("schema migration").await?;
-            let obj = lease
-                .obj
-                .as_mut()
-                .ok_or_else(|| Error::unavailable("no connection").with_backend(BACKEND))?;
-            schema::migrate(obj, &config.schema, &config.table, config.table_kind).await?;
-            lease.release();
-            Ok::<(), Error>(())
-        };
-        tokio::time::timeout(startup, migrate)
-            .await
-            .map_err(|_| error::timeout("schema migration", startup))??;
+        startup::begin(&shared, &config).await?;
         let reaper = config
             .reaper
             .map(|r| tokio::spawn(reaper::run(Arc::clone(&shared), r)));
@@ -254,6 +265,13 @@ impl PostgresBackend {
             table: config.table,
             reaper: Mutex::new(reaper),
         })
+    }
+
+    /// Whether the table is set up: `false` only for a backend built while PostgreSQL could
+    /// not be reached, until the server first answers (see
+    /// [`with_require_server`](PostgresConfig::with_require_server)).
+    pub fn is_connected(&self) -> bool {
+        self.shared.startup.is_ready()
     }
 
     /// `(schema, table)` as configured (unquoted).
@@ -274,6 +292,17 @@ impl PostgresBackend {
     /// The connection pool (for metrics such as `pool().status()`).
     pub fn pool(&self) -> &Pool {
         &self.shared.pool
+    }
+
+    /// `Unavailable` (naming the server) until the table is set up; for callers that take a
+    /// connection from [`pool`](Self::pool) themselves.
+    pub(crate) fn check_started(&self, op: &'static str) -> Result<()> {
+        self.shared.startup.check(op, &self.shared.endpoint)
+    }
+
+    /// The server's `host:port`, for error messages.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.shared.endpoint
     }
 
     /// Expired rows deleted by the reaper (and [`reap_expired`](Self::reap_expired)) since
@@ -411,6 +440,7 @@ impl Backend for PostgresBackend {
         // an unlogged table is emptied only by a server crash (see the README).
         c.durable = true;
         c.max_value_bytes = Some(self.max_value_bytes);
+        c.conditional_fill = true;
         c
     }
 
@@ -633,7 +663,25 @@ impl Backend for PostgresBackend {
             let st = c.prepare_cached(sql).await?;
             c.execute(&st, &[]).await
         })?;
-        Ok(())
+        self.shared.clear_tombstones().await
+    }
+
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        if !entry.is_retained(self.shared.clock.now()) {
+            return Ok(FillOutcome::Expired);
+        }
+        let bytes = self.encode(key, entry)?;
+        self.shared.fill(key, entry, bytes).await
+    }
+
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        self.shared.delete_with(key, tombstone).await
+    }
+
+    /// Records the tombstone (committed), then removes as `invalidate`.
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        self.shared.record_selector(selector, tombstone).await?;
+        self.invalidate(selector).await
     }
 
     async fn health(&self) -> Result<()> {

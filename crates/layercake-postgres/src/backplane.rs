@@ -45,6 +45,7 @@ pub struct PostgresBackplaneConfig {
     heartbeat: Duration,
     backoff_min: Duration,
     backoff_max: Duration,
+    require_server: bool,
 }
 
 impl PostgresBackplaneConfig {
@@ -67,6 +68,7 @@ impl PostgresBackplaneConfig {
             heartbeat: Duration::from_secs(5),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            require_server: false,
         }
     }
 
@@ -109,6 +111,16 @@ impl PostgresBackplaneConfig {
         self
     }
 
+    /// Whether [`connect`](PostgresBackplane::connect) fails when PostgreSQL cannot be
+    /// reached (`true`), or starts disconnected and LISTENs once the server answers
+    /// (`false`, the default; it then sends [`BackplaneEvent::Reconnected`]). A server that
+    /// answers and refuses (a database that does not exist, wrong credentials) fails
+    /// `connect` either way.
+    pub fn with_require_server(mut self, on: bool) -> Self {
+        self.require_server = on;
+        self
+    }
+
     fn effective_pg(&self) -> tokio_postgres::Config {
         let mut pg = self.pg.clone();
         pg.connect_timeout(self.connect_timeout);
@@ -129,6 +141,7 @@ impl fmt::Debug for PostgresBackplaneConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("operation_timeout", &self.operation_timeout)
             .field("heartbeat", &self.heartbeat)
+            .field("require_server", &self.require_server)
             .finish()
     }
 }
@@ -160,6 +173,8 @@ pub struct PostgresBackplane {
     instance: InstanceId,
     channel: String,
     pool: Pool,
+    /// Where it connects (`host:port`, no credentials), for errors.
+    endpoint: String,
     operation_timeout: Duration,
     state: Arc<State>,
     events: broadcast::Sender<BackplaneEvent>,
@@ -168,8 +183,11 @@ pub struct PostgresBackplane {
 }
 
 impl PostgresBackplane {
-    /// Start listening; returns once LISTEN is established (or fails with `Unavailable` /
-    /// `Timeout` after the connect and operation timeouts).
+    /// Start listening; returns once LISTEN is established, or at once, disconnected, when
+    /// the server cannot be reached (see
+    /// [`with_require_server`](PostgresBackplaneConfig::with_require_server)); fails with
+    /// `Unavailable` when the server refuses (with its own message), and with `Timeout` when
+    /// LISTEN is not established within the connect and operation timeouts.
     pub async fn connect(config: PostgresBackplaneConfig) -> Result<PostgresBackplane> {
         ident::validate("channel", &config.channel, ident::MAX_IDENT_LEN)?;
         let manager = Manager::from_config(
@@ -205,6 +223,7 @@ impl PostgresBackplane {
             instance: config.instance,
             channel: config.channel,
             pool,
+            endpoint: error::endpoint(&config.pg),
             operation_timeout: config.operation_timeout,
             state,
             events,
@@ -308,7 +327,7 @@ impl Backplane for PostgresBackplane {
                 .pool
                 .get()
                 .await
-                .map_err(|e| error::pool("NOTIFY", e))?;
+                .map_err(|e| error::pool("NOTIFY", e, &self.endpoint))?;
             let st = client
                 .prepare_cached("SELECT pg_notify($1, $2)")
                 .await
@@ -379,12 +398,17 @@ impl Listener {
                         self.state.listener_pid.store(0, Ordering::Relaxed);
                         let _ = self.events.send(BackplaneEvent::Disconnected);
                     }
-                    if !ever {
-                        // Report the first failure to `connect`, which gives up.
-                        if let Some(r) = self.ready.take() {
+                    if !ever && let Some(r) = self.ready.take() {
+                        if self.config.require_server || !error.is_temporary() {
+                            // Report the first failure to `connect`, which gives up.
                             let _ = r.send(Err(error));
                             return;
                         }
+                        // Start disconnected: `connect` returns, and the first LISTEN
+                        // established is announced as a reconnection (messages published
+                        // meanwhile were missed).
+                        let _ = r.send(Ok(()));
+                        ever = true;
                     }
                 }
             }
@@ -418,7 +442,13 @@ impl Listener {
         let connect = tokio::time::timeout(cfg.connect_timeout, pg.connect(NoTls));
         let (client, mut connection) = match connect.await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return lost(error::pg("LISTEN connect", e)),
+            Ok(Err(e)) => {
+                return lost(error::connect(
+                    "LISTEN connect",
+                    e,
+                    &error::endpoint(&cfg.pg),
+                ));
+            }
             Err(_) => return lost(error::timeout("LISTEN connect", cfg.connect_timeout)),
         };
         // Drive the connection in its own task; notifications come back through a channel,

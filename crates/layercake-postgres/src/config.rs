@@ -103,6 +103,7 @@ pub struct PostgresConfig {
     pub(crate) clock: SharedClock,
     pub(crate) reaper: Option<ReaperConfig>,
     pub(crate) max_value_bytes: usize,
+    pub(crate) require_server: bool,
 }
 
 impl PostgresConfig {
@@ -142,6 +143,7 @@ impl PostgresConfig {
             clock: system_clock(),
             reaper: Some(ReaperConfig::default()),
             max_value_bytes: 256 * 1024 * 1024,
+            require_server: false,
         }
     }
 
@@ -216,6 +218,17 @@ impl PostgresConfig {
         self
     }
 
+    /// Whether [`connect`](crate::PostgresBackend::connect) fails when PostgreSQL cannot be
+    /// reached (`true`), or returns a backend that sets up its table in the background once
+    /// the server answers and fails every operation with `Unavailable` until then (`false`,
+    /// the default), so a service starts while PostgreSQL is down and a cache's circuit
+    /// breaker skips the tier meanwhile. A server that answers and refuses (a database that
+    /// does not exist, wrong credentials) fails `connect` either way.
+    pub fn with_require_server(mut self, on: bool) -> Self {
+        self.require_server = on;
+        self
+    }
+
     /// The largest envelope accepted by `set`.
     pub fn with_max_value_bytes(mut self, n: usize) -> Self {
         self.max_value_bytes = n;
@@ -287,6 +300,7 @@ impl fmt::Debug for PostgresConfig {
             .field("clock", &self.clock)
             .field("reaper", &self.reaper)
             .field("max_value_bytes", &self.max_value_bytes)
+            .field("require_server", &self.require_server)
             .finish()
     }
 }

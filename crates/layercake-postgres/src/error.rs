@@ -20,12 +20,87 @@ use layercake_core::{Error, ErrorKind};
 pub(crate) const BACKEND: &str = "postgres";
 
 /// Map a tokio-postgres error raised while doing `op`.
+///
+/// The message carries the server's own words for an SQL error — its message, SQLSTATE,
+/// detail and hint (e.g. `database "x" does not exist (SQLSTATE 3D000)`) — which
+/// tokio-postgres's `Display` leaves out (it says "db error").
 pub(crate) fn pg(op: &'static str, e: tokio_postgres::Error) -> Error {
     let (kind, temporary) = classify(&e);
-    Error::new(kind, format!("{op} failed"))
+    Error::new(kind, format!("{op} failed{}", server_says(&e)))
         .with_temporary(temporary)
         .with_backend(BACKEND)
         .with_source(e)
+}
+
+/// Map an error of a connection attempt to `endpoint` made for `op`: as [`pg`], naming where.
+pub(crate) fn connect(op: &'static str, e: tokio_postgres::Error, endpoint: &str) -> Error {
+    let (kind, temporary) = classify(&e);
+    let msg = if e.as_db_error().is_some() {
+        format!(
+            "{op}: PostgreSQL at {endpoint} refused the connection{}",
+            server_says(&e)
+        )
+    } else {
+        format!("{op}: cannot connect to PostgreSQL at {endpoint}")
+    };
+    Error::new(kind, msg)
+        .with_temporary(temporary)
+        .with_backend(BACKEND)
+        .with_source(e)
+}
+
+/// `": <message> (SQLSTATE <code>); detail: …; hint: …"` for an error the server reported,
+/// else nothing.
+fn server_says(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        return String::new();
+    };
+    let mut out = format!(": {} (SQLSTATE {})", db.message(), db.code().code());
+    if let Some(d) = db.detail() {
+        out.push_str("; detail: ");
+        out.push_str(d);
+    }
+    if let Some(h) = db.hint() {
+        out.push_str("; hint: ");
+        out.push_str(h);
+    }
+    out
+}
+
+/// Where `pg` connects, for messages: `host:port` of each configured host (or socket
+/// directory), comma-separated; never the user or password.
+pub(crate) fn endpoint(pg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = pg.get_ports();
+    let port = |i: usize| match ports {
+        [] => 5432,
+        [one] => *one,
+        many => many.get(i).copied().unwrap_or(5432),
+    };
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| match h {
+            Host::Tcp(name) if name.contains(':') => format!("[{name}]:{}", port(i)),
+            Host::Tcp(name) => format!("{name}:{}", port(i)),
+            #[cfg(unix)]
+            Host::Unix(dir) => format!("{}/.s.PGSQL.{}", dir.display(), port(i)),
+        })
+        .collect();
+    if hosts.is_empty() {
+        let addrs: Vec<String> = pg
+            .get_hostaddrs()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| std::net::SocketAddr::new(*a, port(i)).to_string())
+            .collect();
+        if addrs.is_empty() {
+            return format!("localhost:{}", port(0));
+        }
+        return addrs.join(", ");
+    }
+    hosts.join(", ")
 }
 
 fn classify(e: &tokio_postgres::Error) -> (ErrorKind, bool) {
@@ -58,18 +133,18 @@ fn classify(e: &tokio_postgres::Error) -> (ErrorKind, bool) {
     (ErrorKind::Unavailable, false)
 }
 
-/// Map a pool checkout error.
-pub(crate) fn pool(op: &'static str, e: PoolError) -> Error {
+/// Map a pool checkout error; `endpoint` says where the pool connects.
+pub(crate) fn pool(op: &'static str, e: PoolError, endpoint: &str) -> Error {
     match e {
         PoolError::Timeout(t) => {
             let what = match t {
-                TimeoutType::Wait => "waiting for a pooled connection",
-                TimeoutType::Create => "opening a connection",
-                TimeoutType::Recycle => "checking a pooled connection",
+                TimeoutType::Wait => "waiting for a pooled connection".to_owned(),
+                TimeoutType::Create => format!("opening a connection to PostgreSQL at {endpoint}"),
+                TimeoutType::Recycle => "checking a pooled connection".to_owned(),
             };
             Error::timeout(format!("{op}: timed out {what}")).with_backend(BACKEND)
         }
-        PoolError::Backend(e) => pg(op, e),
+        PoolError::Backend(e) => connect(op, e, endpoint),
         PoolError::Closed => Error::unavailable(format!("{op}: the connection pool is closed"))
             .with_temporary(false)
             .with_backend(BACKEND),
@@ -99,11 +174,11 @@ mod tests {
 
     #[test]
     fn pool_timeouts_are_temporary_timeouts() {
-        let e = pool("get", PoolError::Timeout(TimeoutType::Wait));
+        let e = pool("get", PoolError::Timeout(TimeoutType::Wait), "h:1");
         assert_eq!(e.kind(), ErrorKind::Timeout);
         assert!(e.is_temporary());
         assert_eq!(e.backend(), Some("postgres"));
-        let e = pool("get", PoolError::Closed);
+        let e = pool("get", PoolError::Closed, "h:1");
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(!e.is_temporary());
         let e = timeout("get", Duration::from_millis(20));
@@ -111,5 +186,17 @@ mod tests {
             e.to_string(),
             "timeout (postgres): get did not finish within 20ms"
         );
+    }
+
+    #[test]
+    fn endpoints_name_hosts_and_ports_but_no_credentials() {
+        let pg: tokio_postgres::Config = "postgres://app:s3cret@db1:6000,db2/x".parse().unwrap();
+        assert_eq!(endpoint(&pg), "db1:6000, db2:5432");
+        let pg: tokio_postgres::Config = "host=/run/postgresql user=app password=s3cret"
+            .parse()
+            .unwrap();
+        assert_eq!(endpoint(&pg), "/run/postgresql/.s.PGSQL.5432");
+        let pg: tokio_postgres::Config = "postgres://u@[::1]:7/x".parse().unwrap();
+        assert_eq!(endpoint(&pg), "[::1]:7");
     }
 }

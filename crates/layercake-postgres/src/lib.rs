@@ -4,15 +4,19 @@ mod backend;
 mod backplane;
 mod config;
 mod error;
+mod fill;
 mod ident;
+mod inspect;
 mod prefix;
 mod reaper;
 mod schema;
 mod sql;
+mod startup;
 
 pub use backend::PostgresBackend;
 pub use backplane::{PostgresBackplane, PostgresBackplaneConfig};
 pub use config::{MAX_TABLE_NAME_LEN, PostgresConfig, ReaperConfig, Recycling, TableKind};
 
+pub use inspect::TableInfo;
 /// Re-exported so users configure connections with the same tokio-postgres version.
 pub use tokio_postgres;

@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 
 use crate::backend::RedisBackend;
 use crate::config::RedisConfig;
-use crate::conn::{Redis, client};
-use crate::error::{BACKEND, connect_timeout, map_err};
+use crate::conn::{Redis, client, endpoint, uses_tls};
+use crate::error::{BACKEND, connect_err_at, connect_timeout, map_err_at};
 
 /// Configuration of a [`RedisBackplane`].
 #[derive(Debug, Clone)]
@@ -100,6 +100,10 @@ struct Shared {
 struct Subscriber {
     shared: Arc<Shared>,
     client: Client,
+    /// Where the subscriber connects (`host:port`), for errors.
+    addr: String,
+    /// Whether it connects with TLS, for errors.
+    tls: bool,
     config: BackplaneConfig,
     connect_timeout: Duration,
     ping_timeout: Duration,
@@ -119,8 +123,13 @@ impl fmt::Debug for RedisBackplane {
 
 impl RedisBackplane {
     /// Connect a backplane with its own publishing connection (mode as configured) and its
-    /// own subscriber connection. Fails when the first subscription cannot be made within the
-    /// connect timeout.
+    /// own subscriber connection.
+    ///
+    /// When Redis cannot be reached, the backplane starts disconnected
+    /// ([`is_connected`](Backplane::is_connected) is `false`), subscribes in the background and
+    /// sends [`BackplaneEvent::Reconnected`] once it has; with
+    /// [`require_server`](RedisConfig::require_server) it fails instead (as it does for wrong
+    /// credentials or an address that is not Redis).
     pub async fn connect(redis: &RedisConfig, config: BackplaneConfig) -> Result<RedisBackplane> {
         let publisher = Redis::connect(redis).await?;
         Self::start(publisher, redis, config).await
@@ -153,12 +162,21 @@ impl RedisBackplane {
         let sub = Subscriber {
             shared: shared.clone(),
             client: client(redis)?,
+            addr: endpoint(redis),
+            tls: uses_tls(redis),
             config,
             connect_timeout: redis.connect_timeout,
             ping_timeout: redis.operation_timeout,
         };
-        let first = sub.subscribe().await?;
-        shared.connected.store(true, Ordering::SeqCst);
+        let first = match sub.subscribe().await {
+            Ok(c) => {
+                shared.connected.store(true, Ordering::SeqCst);
+                Some(c)
+            }
+            Err(e) if redis.require_server || !e.is_temporary() => return Err(e),
+            // Start disconnected; the task subscribes when Redis answers.
+            Err(_) => None,
+        };
         let task = tokio::spawn(sub.run(first));
         Ok(RedisBackplane { shared, task })
     }
@@ -184,20 +202,24 @@ impl Drop for RedisBackplane {
 impl Subscriber {
     async fn subscribe(&self) -> Result<(PubSubSink, PubSubStream)> {
         let fut = async {
-            let ps = self.client.get_async_pubsub().await.map_err(map_err)?;
+            let ps = self
+                .client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| connect_err_at(e, &self.addr))?;
             let (mut sink, stream) = ps.split();
             sink.subscribe(&self.config.channel)
                 .await
-                .map_err(map_err)?;
+                .map_err(|e| map_err_at(e, &self.addr))?;
             Ok((sink, stream))
         };
         tokio::time::timeout(self.connect_timeout, fut)
             .await
-            .map_err(|_| connect_timeout(self.connect_timeout))?
+            .map_err(|_| connect_timeout(&self.addr, self.connect_timeout, self.tls))?
     }
 
-    async fn run(self, first: (PubSubSink, PubSubStream)) {
-        let mut conn = Some(first);
+    async fn run(self, first: Option<(PubSubSink, PubSubStream)>) {
+        let mut conn = first;
         loop {
             if let Some((sink, stream)) = conn.take() {
                 self.pump(sink, stream).await;

@@ -91,6 +91,20 @@ pub struct RedisConfig {
     pub clock: SharedClock,
     /// Envelope limits checked on encode and decode. Default [`EnvelopeLimits::default`].
     pub limits: EnvelopeLimits,
+    /// Whether [`connect`](crate::RedisBackend::connect) fails when Redis cannot be reached.
+    /// Default `false`: the backend (or backplane) is built anyway and connects in the
+    /// background, its calls failing with `Unavailable` until Redis answers, so a service
+    /// starts while Redis is down and a cache's circuit breaker skips the tier meanwhile.
+    /// Wrong credentials, an invalid configuration and an address that is not a Redis server
+    /// fail `connect` either way.
+    pub require_server: bool,
+    /// PEM of the CA certificate(s) that sign the server's certificate, instead of the
+    /// system's roots (`rediss://` only). Set with
+    /// [`with_tls_root_ca`](RedisConfig::with_tls_root_ca).
+    pub(crate) tls_root_ca: Option<Vec<u8>>,
+    /// PEM of the client certificate chain and of its private key, for servers that require
+    /// client certificates (`rediss://` only). Never printed.
+    pub(crate) tls_client_auth: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl RedisConfig {
@@ -173,6 +187,38 @@ impl RedisConfig {
         self
     }
 
+    /// Fail [`connect`](crate::RedisBackend::connect) when Redis cannot be reached (`true`),
+    /// or connect in the background (`false`, the default); see
+    /// [`require_server`](RedisConfig::require_server).
+    pub fn with_require_server(mut self, on: bool) -> Self {
+        self.require_server = on;
+        self
+    }
+
+    /// Trust the CA certificate(s) in `pem` (PEM text, one or more certificates) for the
+    /// server's certificate, instead of the system's roots. `rediss://` URLs only; with a
+    /// `redis://` URL, `connect` fails with a `Config` error.
+    ///
+    /// TLS uses rustls; its crypto provider is the application's if it installed one
+    /// (`rustls::crypto::CryptoProvider::install_default`), else ring (feature `tls-ring`, on
+    /// by default), installed at the first TLS connection.
+    pub fn with_tls_root_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_ca = Some(pem.into());
+        self
+    }
+
+    /// Present a client certificate: `cert_pem` is the certificate chain, `key_pem` its
+    /// private key (PKCS#8, PKCS#1 or SEC1, in PEM), for servers that require client
+    /// certificates (`tls-auth-clients yes`). `rediss://` URLs only. The key is never printed.
+    pub fn with_tls_client_auth(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_client_auth = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
     /// Set the clock.
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
@@ -220,7 +266,7 @@ impl RedisConfig {
                 ));
             }
         }
-        Ok(())
+        crate::tls::validate(self)
     }
 
     /// The URLs to connect to: the cluster nodes in cluster mode (the URL if none), else the URL.
@@ -251,6 +297,9 @@ impl Default for RedisConfig {
             coalesce_gets: true,
             clock: system_clock(),
             limits: EnvelopeLimits::default(),
+            require_server: false,
+            tls_root_ca: None,
+            tls_client_auth: None,
         }
     }
 }
@@ -280,6 +329,21 @@ impl fmt::Debug for RedisConfig {
             .field("coalesce_gets", &self.coalesce_gets)
             .field("clock", &self.clock)
             .field("limits", &self.limits)
+            .field("require_server", &self.require_server)
+            .field(
+                "tls_root_ca",
+                &self
+                    .tls_root_ca
+                    .as_ref()
+                    .map(|pem| format!("<{} bytes of PEM>", pem.len())),
+            )
+            .field(
+                "tls_client_auth",
+                &self
+                    .tls_client_auth
+                    .as_ref()
+                    .map(|_| "<certificate and ***>"),
+            )
             .finish()
     }
 }

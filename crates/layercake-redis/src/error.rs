@@ -93,6 +93,116 @@ pub(crate) fn map_err(e: RedisError) -> Error {
         .with_backend(BACKEND)
 }
 
+/// Map a redis-rs error of a request sent to `addr` (`host:port` or a socket path, never
+/// credentials): connection-level failures name the address, so a refused connection says
+/// where nothing listens.
+pub(crate) fn map_err_at(e: RedisError, addr: &str) -> Error {
+    if !e.is_io_error() {
+        return map_err(e);
+    }
+    let (kind, msg) = if e.is_timeout() {
+        (
+            ErrorKind::Timeout,
+            format!("redis at {addr} did not answer in time"),
+        )
+    } else if e.is_connection_refusal() {
+        (
+            ErrorKind::Unavailable,
+            format!(
+                "connection to redis at {addr} refused: nothing listens there (is the server \
+                 running, and are the URL's host and port right?)"
+            ),
+        )
+    } else if is_dropped(&e) {
+        (
+            ErrorKind::Unavailable,
+            format!("redis at {addr} closed the connection"),
+        )
+    } else {
+        (
+            ErrorKind::Unavailable,
+            format!("redis connection to {addr} failed"),
+        )
+    };
+    Error::new(kind, msg)
+        .with_temporary(true)
+        .with_source(e)
+        .with_backend(BACKEND)
+}
+
+/// Map a redis-rs error of a connection attempt (the handshake) to `addr`, as
+/// [`map_err_at`], and say so when the peer is not a Redis server: a server that closes the
+/// connection or answers something other than RESP to the handshake (a PostgreSQL or HTTP
+/// port, or a TLS-only Redis reached with `redis://`).
+pub(crate) fn connect_err_at(e: RedisError, addr: &str) -> Error {
+    use redis::ErrorKind as K;
+    if let Some(tls) = tls_failure(&e) {
+        let hint = match tls {
+            rustls::Error::InvalidMessage(_) => {
+                " (is the server TLS? a plaintext Redis needs a redis:// URL)"
+            }
+            rustls::Error::InvalidCertificate(_) => {
+                " (set the CA that signed the server's certificate with \
+                 RedisConfig::with_tls_root_ca)"
+            }
+            rustls::Error::AlertReceived(_) => {
+                " (a server that requires client certificates needs \
+                 RedisConfig::with_tls_client_auth)"
+            }
+            _ => "",
+        };
+        // The server answered: the same handshake will fail again.
+        return Error::unavailable(format!(
+            "the TLS handshake with redis at {addr} failed: {tls}{hint}"
+        ))
+        .with_temporary(false)
+        .with_source(e)
+        .with_backend(BACKEND);
+    }
+    let not_redis = is_dropped(&e) || matches!(e.kind(), K::Parse | K::UnexpectedReturnType);
+    if !not_redis {
+        return map_err_at(e, addr);
+    }
+    Error::unavailable(format!(
+        "the server at {addr} did not answer the handshake like a Redis server: is this the port \
+         of a Redis server? (a TLS-only Redis needs a rediss:// URL)"
+    ))
+    // The server answered, not as Redis: waiting will not change that.
+    .with_temporary(false)
+    .with_source(e)
+    .with_backend(BACKEND)
+}
+
+/// The rustls error behind `e`, if the connection failed in the TLS handshake.
+fn tls_failure(e: &RedisError) -> Option<&rustls::Error> {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        // redis-rs keeps its inner error in an `Arc`, which is what `source` hands out.
+        let s: &(dyn std::error::Error + 'static) = match s.downcast_ref::<Shared>() {
+            Some(inner) => inner.as_ref(),
+            None => s,
+        };
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Whether the connection was closed or reset by the peer (EOF, reset, broken pipe).
+fn is_dropped(e: &RedisError) -> bool {
+    e.is_connection_dropped() && !e.is_connection_refusal()
+}
+
 /// An operation that did not finish within `limit`.
 pub(crate) fn op_timeout(op: &'static str, limit: Duration) -> Error {
     Error::timeout(format!(
@@ -102,19 +212,25 @@ pub(crate) fn op_timeout(op: &'static str, limit: Duration) -> Error {
     .with_backend(BACKEND)
 }
 
-/// A connection attempt that did not finish within `limit`.
-pub(crate) fn connect_timeout(limit: Duration) -> Error {
+/// A connection attempt to `addr` that did not finish within `limit`; `tls`: the URL is
+/// `rediss://` (a plaintext Redis never answers a TLS hello, so that mistake ends here too).
+pub(crate) fn connect_timeout(addr: &str, limit: Duration, tls: bool) -> Error {
+    let hint = if tls {
+        " (a rediss:// URL at a plaintext Redis port also ends like this)"
+    } else {
+        ""
+    };
     Error::timeout(format!(
-        "connecting to redis did not finish within {} ms",
+        "connecting to redis at {addr} did not finish within {} ms{hint}",
         limit.as_millis()
     ))
     .with_backend(BACKEND)
 }
 
 /// A pool checkout error.
-pub(crate) fn map_pool_err(e: bb8::RunError<RedisError>, wait: Duration) -> Error {
+pub(crate) fn map_pool_err(e: bb8::RunError<RedisError>, wait: Duration, addr: &str) -> Error {
     match e {
-        bb8::RunError::User(e) => map_err(e),
+        bb8::RunError::User(e) => connect_err_at(e, addr),
         bb8::RunError::TimedOut => Error::timeout(format!(
             "no pooled redis connection became available within {} ms",
             wait.as_millis()
@@ -199,7 +315,7 @@ mod tests {
             e.to_string(),
             "timeout (redis): redis GET did not finish within 50 ms"
         );
-        let e = map_pool_err(bb8::RunError::TimedOut, Duration::from_millis(7));
+        let e = map_pool_err(bb8::RunError::TimedOut, Duration::from_millis(7), "h:1");
         assert_eq!(e.kind(), ErrorKind::Timeout);
         assert!(e.message().contains("7 ms"));
     }

@@ -6,13 +6,17 @@ mod coalesce;
 mod config;
 mod conn;
 mod error;
+mod fill;
+mod inspect;
 mod keys;
 mod lease;
 mod lock;
 mod managed;
 mod pool;
+mod tls;
 
 pub use backend::RedisBackend;
 pub use backplane::{BackplaneConfig, RedisBackplane};
 pub use config::{ConnectionMode, RedisConfig, redact_url};
+pub use inspect::{RedisServerInfo, ServerTtl};
 pub use keys::escape_glob;

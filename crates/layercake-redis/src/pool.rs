@@ -18,8 +18,8 @@
 //! 0.17–0.30× the throughput of one multiplexed connection at 64 in flight, with checkouts
 //! timing out after 250 ms (see `docs/decisions/0002-redis-connection-mode.md`).
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError};
@@ -29,6 +29,16 @@ use redis::{AsyncConnectionConfig, Client, RedisError};
 pub(crate) struct PoolManager {
     pub(crate) client: Client,
     pub(crate) config: AsyncConnectionConfig,
+    /// Why the last connection attempt failed (`None` once one succeeds): bb8 retries a
+    /// failed connect until the checkout times out and then reports only the timeout.
+    pub(crate) last_error: Arc<Mutex<Option<RedisError>>>,
+}
+
+impl PoolManager {
+    /// The failure of the last connection attempt, if the last one failed.
+    pub(crate) fn last_error(slot: &Mutex<Option<RedisError>>) -> Option<RedisError> {
+        slot.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 /// A pooled connection and whether it must be discarded.
@@ -45,7 +55,12 @@ impl bb8::ManageConnection for PoolManager {
         let conn = self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
+            .await;
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = conn.as_ref().err().cloned();
+        let conn = conn?;
         Ok(PooledConn {
             conn,
             broken: Arc::new(AtomicBool::new(false)),

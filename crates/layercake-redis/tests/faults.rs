@@ -275,13 +275,16 @@ async fn sigstop_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_fails_fast_and_auth_is_applied() {
-    // Nothing listens: connect fails with Unavailable/Timeout within the connect timeout.
+    // Nothing listens and the server is required: connect fails with Unavailable/Timeout
+    // within the connect timeout. (Without `require_server` it succeeds and connects in the
+    // background: tests/start_down.rs.)
     let port = support::free_port(false);
     let started = Instant::now();
     let err = RedisBackend::connect(
         RedisConfig::new(format!("redis://127.0.0.1:{port}"))
             .with_connect_timeout(Duration::from_millis(200))
-            .with_operation_timeout(Duration::from_millis(200)),
+            .with_operation_timeout(Duration::from_millis(200))
+            .with_require_server(true),
     )
     .await
     .unwrap_err();

@@ -15,6 +15,9 @@ use parking_lot::Mutex;
 use crate::cache::Cache;
 use crate::coherence::epochs::Epochs;
 use crate::coherence::{DEFAULT_DISCONNECTED_L1_CAP, Versions, spawn_listener};
+
+/// How long a removal's tombstone refuses older fills by default.
+const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 use crate::flight::Flights;
 use crate::lock::LockOptions;
 use crate::repair::Repairs;
@@ -69,6 +72,8 @@ pub struct CacheBuilder {
     strict: bool,
     lock: Option<(Arc<dyn DistributedLock>, LockOptions)>,
     disconnected_cap: Duration,
+    tombstone_ttl: Duration,
+    background_fills: bool,
     #[cfg(feature = "otel")]
     otel: crate::otel::OtelSetup,
 }
@@ -106,6 +111,8 @@ impl CacheBuilder {
             strict: false,
             lock: None,
             disconnected_cap: DEFAULT_DISCONNECTED_L1_CAP,
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
+            background_fills: false,
             #[cfg(feature = "otel")]
             otel: crate::otel::OtelSetup::default(),
         }
@@ -230,6 +237,34 @@ impl CacheBuilder {
         self
     }
 
+    /// How long a removal's tombstone refuses older fills in the tiers outside the process
+    /// (default 60 s, at least 1 s).
+    ///
+    /// A fill (a promotion, or a loader's result) whose read began before a `delete` or an
+    /// invalidation — in this instance or another — is refused when it lands within this time.
+    /// Make it longer than your slowest loader: a load that outlives the tombstone of a
+    /// removal that happened while it ran could write its value back (in this instance, the
+    /// removal cancels the load's write anyway; other instances learn of it from the
+    /// backplane).
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Whether `get_or_compute` returns before the loader's value is written to the tiers
+    /// outside the process (default `false`).
+    ///
+    /// By default the leader and the callers waiting on it are answered once *every* tier
+    /// the policy assigns has taken the value (or failed to): when the call returns, another
+    /// instance reading the key finds it. With `true` they are answered as soon as the
+    /// in-process tiers have it, and the shared tiers are written right after: a few
+    /// milliseconds sooner for the callers, but another instance reading at once may miss and
+    /// compute again.
+    pub fn background_fills(mut self, yes: bool) -> Self {
+        self.background_fills = yes;
+        self
+    }
+
     /// OpenTelemetry meter, tracer and choices for this cache (feature `otel`). Without this
     /// call the global providers are used, as installed when `build` runs; pass
     /// [`OtelConfig::disabled`](crate::OtelConfig::disabled) to turn instrumentation off.
@@ -301,12 +336,14 @@ impl CacheBuilder {
                     ));
                 }
                 let notes = repairs.clone();
-                let done = Box::new(move |k: &layercake_core::Key, r: &Result<()>| match r {
-                    Ok(()) => notes.resolved_key(i, k),
-                    Err(e) => {
-                        let _ = notes.note_key(i, k, e);
-                    }
-                });
+                let done = Box::new(
+                    move |k: &layercake_core::Key, version: u64, r: &Result<()>| match r {
+                        Ok(()) => notes.resolved_key(i, k),
+                        Err(e) => {
+                            let _ = notes.note_key(i, k, e, version.saturating_sub(1));
+                        }
+                    },
+                );
                 t.write_behind = Some(WriteBehind::start(t.backend.clone(), capacity, done));
             }
             tiers.push(t);
@@ -340,6 +377,8 @@ impl CacheBuilder {
             telemetry,
             backplane: self.backplane.clone(),
             disconnected_cap: self.disconnected_cap,
+            tombstone_ttl: self.tombstone_ttl,
+            background_fills: self.background_fills,
             soft_timeout: self.soft,
             hard_timeout: hard,
             lock: self.lock,

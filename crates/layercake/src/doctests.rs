@@ -5,11 +5,15 @@
 //! Compiled only under `cfg(doctest)`; each item carries one document as its docs. Items whose
 //! snippets use a backend module (`layercake::file`, `layercake::redis`, …) are gated on that
 //! feature, so `cargo test -p layercake --doc` without features still passes.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "the items only carry documents as their docs")]
 
 #[cfg(feature = "file")]
 #[doc = include_str!("../../../README.md")]
 struct Readme;
+
+#[cfg(feature = "file")]
+#[doc = include_str!("../README.md")]
+struct CrateReadme;
 
 #[doc = include_str!("../../../docs/README.md")]
 struct DocsMap;
@@ -45,6 +49,10 @@ struct Production;
 
 #[doc = include_str!("../../../docs/guides/add-a-backend.md")]
 struct AddABackend;
+
+#[cfg(feature = "config")]
+#[doc = include_str!("../../../docs/guides/operate-with-the-cli.md")]
+struct OperateWithTheCli;
 
 #[doc = include_str!("../../../docs/decisions/0001-async-trait.md")]
 struct Decision0001AsyncTrait;

@@ -4,7 +4,7 @@
 
 use futures::future::join_all;
 use layercake_core::backplane::Target;
-use layercake_core::{Error, ErrorKind, Key, Result, Selector};
+use layercake_core::{Error, ErrorKind, Key, Result, Selector, Tombstone};
 
 use crate::cache::Cache;
 use crate::key_input::IntoKey;
@@ -23,9 +23,14 @@ impl Cache {
     /// where a tier has one (keeping order with queued writes); the first error, after every
     /// tier was tried. Each tier that failed gets a repair note; a key removed from a tier
     /// resolves that tier's note of the key.
-    pub(crate) async fn remove_everywhere(&self, what: &Removal) -> Result<()> {
+    ///
+    /// Tiers outside the process are asked to leave a tombstone of `version` (for the cache's
+    /// tombstone lifetime), so that a fill whose read began before this removal — in this
+    /// instance or another — is refused when it lands.
+    pub(crate) async fn remove_everywhere(&self, what: &Removal, version: u64) -> Result<()> {
         let tel = &self.inner.telemetry;
         let epochs = &self.inner.epochs;
+        let tomb = Tombstone::new(version, self.inner.tombstone_ttl);
         if let Removal::Select(_) = what {
             epochs.change_all();
         }
@@ -40,16 +45,16 @@ impl Cache {
             }
             if let Some(wb) = &t.write_behind {
                 let job = |ack| match what.clone() {
-                    Removal::Key(k) => crate::write_behind::Job::Delete(k, ack),
-                    Removal::Select(s) => crate::write_behind::Job::Invalidate(s, ack),
+                    Removal::Key(k) => crate::write_behind::Job::Delete(k, tomb, ack),
+                    Removal::Select(s) => crate::write_behind::Job::Invalidate(s, tomb, ack),
                 };
                 if let Some(r) = wb.send_and_wait(job).await {
                     return r;
                 }
             }
             match what {
-                Removal::Key(k) => t.call(tel, true, t.backend.delete(k)).await,
-                Removal::Select(s) => t.call(tel, true, t.backend.invalidate(s)).await,
+                Removal::Key(k) => t.call(tel, true, t.backend.delete_with(k, tomb)).await,
+                Removal::Select(s) => t.call(tel, true, t.backend.invalidate_with(s, tomb)).await,
             }
         }))
         .await;
@@ -80,11 +85,11 @@ impl Cache {
                 }
             }
         }
-        self.note_removals(what, results)
+        self.note_removals(what, results, version)
     }
 
     /// Note a repair on each tier whose removal failed; the first error.
-    fn note_removals(&self, what: &Removal, results: Vec<Result<()>>) -> Result<()> {
+    fn note_removals(&self, what: &Removal, results: Vec<Result<()>>, version: u64) -> Result<()> {
         let repairs = &self.inner.repairs;
         let mut first: Option<Error> = None;
         for (t, r) in self.inner.tiers.iter().zip(results) {
@@ -92,13 +97,13 @@ impl Cache {
                 (Ok(()), Removal::Key(k)) => repairs.resolved_key(t.position, k),
                 (Ok(()), Removal::Select(_)) => {}
                 (Err(e), Removal::Key(k)) => {
-                    let _ = repairs.note_key(t.position, k, &e);
+                    let _ = repairs.note_key(t.position, k, &e, version);
                     first = first.or(Some(e));
                 }
                 (Err(e), Removal::Select(s)) => {
                     // A tier that cannot invalidate by this selector cannot be repaired by it.
                     if e.kind() != ErrorKind::Unsupported {
-                        let _ = repairs.note_selector(t.position, s);
+                        let _ = repairs.note_selector(t.position, s, version);
                     }
                     first = first.or(Some(e));
                 }
@@ -120,9 +125,12 @@ impl Cache {
         let r = async {
             let key = key.into_key(&*self.keys)?;
             self.inner.flights.supersede_key(&key);
-            let removed = self.remove_everywhere(&Removal::Key(key.clone())).await;
+            let version = self.inner.versions.next();
+            let removed = self
+                .remove_everywhere(&Removal::Key(key.clone()), version)
+                .await;
             self.inner
-                .publish(Target::Key(key.as_str().to_owned()), 0)
+                .publish(Target::Key(key.as_str().to_owned()), version)
                 .await;
             removed
         }
@@ -151,23 +159,25 @@ impl Cache {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::Invalidate);
         self.inner.flights.supersede(Some(&selector));
+        let version = self.inner.versions.next();
         let removed = self
-            .remove_everywhere(&Removal::Select(selector.clone()))
+            .remove_everywhere(&Removal::Select(selector.clone()), version)
             .await;
         let target = match &selector {
             Selector::Prefix(p) => Target::Prefix(p.clone()),
             Selector::Tag(t) => Target::Tag(t.clone()),
             _ => Target::All,
         };
-        self.inner.publish(target, 0).await;
+        self.inner.publish(target, version).await;
         let r = removed;
         tel.finish(scope, ok_or_error(&r));
         r
     }
 
-    /// Remove everything from every tier. The contract of [`delete`](Cache::delete): a tier
-    /// that failed is noted whole — this instance reads nothing from it until the repair has
-    /// cleared it.
+    /// Remove everything from every tier. A tier with a write-behind queue is cleared in
+    /// queue order: no write queued before `clear` lands after it. The contract of
+    /// [`delete`](Cache::delete): a tier that failed is noted whole — this instance reads
+    /// nothing from it until the repair has cleared it.
     pub async fn clear(&self) -> Result<()> {
         let tel = &self.inner.telemetry;
         let marks: Vec<u64> = (0..self.inner.tiers.len())
@@ -175,12 +185,14 @@ impl Cache {
             .collect();
         self.inner.flights.supersede(None);
         self.inner.epochs.change_all();
-        let results = join_all(
-            self.inner
-                .tiers
-                .iter()
-                .map(|t| t.call(tel, true, t.backend.clear())),
-        )
+        let results = join_all(self.inner.tiers.iter().map(|t| async move {
+            if let Some(wb) = &t.write_behind
+                && let Some(r) = wb.send_and_wait(crate::write_behind::Job::Clear).await
+            {
+                return r;
+            }
+            t.call(tel, true, t.backend.clear()).await
+        }))
         .await;
         self.inner.publish(Target::All, 0).await;
         let mut first = None;

@@ -35,6 +35,8 @@ mod breaker;
 mod builder;
 mod cache;
 mod coherence;
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(doctest)]
 mod doctests;
 mod flight;
@@ -74,9 +76,10 @@ pub use layercake_core as core;
 pub use layercake_core::backplane::{Backplane, BackplaneEvent, InstanceId};
 pub use layercake_core::{
     Backend, Capability, Clock, Codec, Compression, Decision, DistributedLock, Entry, Error,
-    ErrorKind, FixedTtl, Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt, ManualClock,
-    Namespace, NamespaceTable, PlainKeys, Policy, PolicyContext, PolicyExt, Promotion, Reach,
-    RefreshAhead, Result, Selector, SharedClock, SystemClock, TierSet, Timestamp, system_clock,
+    ErrorKind, FillOutcome, FixedTtl, Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt,
+    ManualClock, Namespace, NamespaceTable, PlainKeys, Policy, PolicyContext, PolicyExt, Promotion,
+    Reach, RefreshAhead, Result, Selector, SharedClock, SystemClock, TierSet, Timestamp, Tombstone,
+    system_clock,
 };
 
 #[cfg(feature = "memory")]
@@ -93,3 +96,6 @@ pub use layercake_file as file;
 
 #[cfg(feature = "otel")]
 pub use otel::{L1HitSpans, OtelConfig};
+
+#[cfg(feature = "config")]
+pub use config::CacheConfig;

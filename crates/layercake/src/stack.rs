@@ -33,6 +33,10 @@ pub(crate) struct Stack {
     pub(crate) versions: Versions,
     pub(crate) backplane: Option<Arc<dyn Backplane>>,
     pub(crate) disconnected_cap: Duration,
+    /// How long removals' tombstones refuse older fills outside the process.
+    pub(crate) tombstone_ttl: Duration,
+    /// Whether loads answer their callers before writing the tiers outside the process.
+    pub(crate) background_fills: bool,
     pub(crate) soft_timeout: Option<Duration>,
     pub(crate) hard_timeout: Option<Duration>,
     pub(crate) lock: Option<(Arc<dyn DistributedLock>, LockOptions)>,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 use layercake_core::backplane::Target;
 use layercake_core::envelope::{self, EnvelopeLimits};
-use layercake_core::{Entry, EntryFlags, Error, Key, Result, TierSet, Timestamp};
+use layercake_core::{Entry, EntryFlags, Error, FillOutcome, Key, Result, TierSet, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -117,12 +117,36 @@ impl Cache {
         {
             return Ok(false);
         }
+        let tel = &self.inner.telemetry;
+        let fill = matches!(how, How::Fill(_));
+        if fill && tier.capability.conditional_fill {
+            // The backend refuses, atomically, a fill older than what it holds or than a
+            // removal's tombstone: a fill can never undo a newer write or a removal, in this
+            // instance or another, however late it lands.
+            if let Some(wb) = &tier.write_behind {
+                match wb.try_write(key.clone(), entry, true) {
+                    None => return Ok(true),
+                    Some((k, e)) => {
+                        tel.write_behind_full(tier.position);
+                        return tier
+                            .call(tel, true, tier.backend.fill(&k, &e))
+                            .await
+                            .map(FillOutcome::is_stored);
+                    }
+                }
+            }
+            return tier
+                .call(tel, true, tier.backend.fill(key, &entry))
+                .await
+                .map(FillOutcome::is_stored);
+        }
         if let How::Fill(snap) = how
             && tier.write_behind.is_none()
         {
-            // A fill of a tier other instances read can land after a concurrent change of the
-            // key and overwrite it. If the key changed while the fill was written, delete the
-            // copy; if a change arrives later (a backplane message), the listener deletes it.
+            // A backend without conditional fills: a fill of a tier other instances read can
+            // land after a concurrent change of the key and overwrite it. If the key changed
+            // while the fill was written, delete the copy; if a change arrives later (a
+            // backplane message), the listener deletes it.
             let _serial = epochs.fill_lock(key).write().await;
             // A backplane message applied while this fill waited for the lock has changed the
             // epoch: writing now would put the old value where the other instance just
@@ -131,29 +155,25 @@ impl Cache {
                 return Ok(false);
             }
             self.inner.recent_fills.record(key, 1 << tier.position);
-            let written = tier
-                .call(&self.inner.telemetry, true, tier.backend.set(key, &entry))
-                .await;
+            let written = tier.call(tel, true, tier.backend.set(key, &entry)).await;
             if written.is_ok() && epochs.changed_since(key, snap) {
-                let _ = tier
-                    .call(&self.inner.telemetry, true, tier.backend.delete(key))
-                    .await;
+                let _ = tier.call(tel, true, tier.backend.delete(key)).await;
                 return Ok(false);
             }
             return written.map(|()| true);
         }
         if let Some(wb) = &tier.write_behind {
-            return match wb.try_set(key.clone(), entry) {
+            return match wb.try_write(key.clone(), entry, false) {
                 None => Ok(true),
                 Some((k, e)) => {
-                    self.inner.telemetry.write_behind_full(tier.position);
-                    tier.call(&self.inner.telemetry, true, tier.backend.set(&k, &e))
+                    tel.write_behind_full(tier.position);
+                    tier.call(tel, true, tier.backend.set(&k, &e))
                         .await
                         .map(|()| true)
                 }
             };
         }
-        tier.call(&self.inner.telemetry, true, tier.backend.set(key, &entry))
+        tier.call(tel, true, tier.backend.set(key, &entry))
             .await
             .map(|()| true)
     }
@@ -228,6 +248,8 @@ impl Cache {
             }
         }
         let set = matches!(how, How::Set);
+        // A repair removes what is older than this write, and refuses fills of it.
+        let older = entry.version.saturating_sub(1);
         let mut w = Written::default();
         let mut dropped = false;
         let mut failed = Vec::new();
@@ -250,7 +272,7 @@ impl Cache {
                             .call(&self.inner.telemetry, true, t.backend.delete(key))
                             .await;
                         if let Err(d) = removed {
-                            let _ = repairs.note_key(t.position, key, &d);
+                            let _ = repairs.note_key(t.position, key, &d, older);
                         }
                     }
                     permanent = permanent.or(Some(e));
@@ -261,7 +283,7 @@ impl Cache {
             // The value is in some tier: every tier that did not take it gets a repair note.
             let mut refused = None;
             for (t, e) in failed {
-                match repairs.note_key(t.position, key, &e) {
+                match repairs.note_key(t.position, key, &e, older) {
                     Noted::Refused => refused = refused.or_else(|| Some(record_full(&t.name, &e))),
                     Noted::Recorded | Noted::Overflowed => w.pending |= 1 << t.position,
                 }
@@ -365,7 +387,7 @@ impl Cache {
         let r = async {
             let key = key.into_key(&*self.keys)?;
             let (version, written) = self
-                .store(&key, Some(Arc::new(value)), opts, How::Set)
+                .store(&key, Some(Arc::new(value)), opts, How::Set, None)
                 .await?;
             self.inner
                 .publish(Target::Key(key.as_str().to_owned()), version)
@@ -386,12 +408,15 @@ impl Cache {
     }
 
     /// Encode a value (`None` = a negative entry) into the entry to write, with the tiers the
-    /// policy allows; `None` when the policy does not cache it.
+    /// policy allows; `None` when the policy does not cache it. The entry's version is
+    /// `version` (a fill passes the version taken before its read began, so that any write or
+    /// removal during the load is newer), or a new one.
     pub(crate) fn prepare<T>(
         &self,
         key: &Key,
         value: Option<&Arc<T>>,
         opts: &WriteOptions,
+        version: Option<u64>,
     ) -> Result<Option<Prepared>>
     where
         T: Serialize + Send + Sync + 'static,
@@ -419,7 +444,7 @@ impl Cache {
         let entry = Entry::new(bytes, inner.clock.now(), ttl)
             .with_stale_for(d.stale_for)
             .with_tags(opts.tags.iter().cloned())
-            .with_version(inner.versions.next())
+            .with_version(version.unwrap_or_else(|| inner.versions.next()))
             .with_encoding(format, compression)
             .with_flags(if value.is_none() {
                 EntryFlags::NEGATIVE
@@ -434,13 +459,14 @@ impl Cache {
     }
 
     /// Encode and write a value; returns the version written (0 when the policy does not
-    /// cache it) and what each tier did.
+    /// cache it) and what each tier did. `version` as for [`Cache::prepare`].
     pub(crate) async fn store<T>(
         &self,
         key: &Key,
         value: Option<Arc<T>>,
         opts: &WriteOptions,
         how: How,
+        version: Option<u64>,
     ) -> Result<(u64, Written)>
     where
         T: Serialize + Send + Sync + 'static,
@@ -448,7 +474,7 @@ impl Cache {
         if let How::Set = how {
             self.inner.flights.supersede_key(key);
         }
-        let Some(p) = self.prepare(key, value.as_ref(), opts)? else {
+        let Some(p) = self.prepare(key, value.as_ref(), opts, version)? else {
             return Ok((0, Written::default()));
         };
         let version = p.entry.version;

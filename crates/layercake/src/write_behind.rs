@@ -3,19 +3,23 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use layercake_core::{Backend, Entry, Key, Result, Selector};
+use layercake_core::{Backend, Entry, Key, Result, Selector, Tombstone};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// One queued operation.
 pub(crate) enum Job {
     Set(Key, Entry),
-    Delete(Key, oneshot::Sender<Result<()>>),
-    Invalidate(Selector, oneshot::Sender<Result<()>>),
+    /// A conditional write ([`Backend::fill`]): it never replaces a newer entry nor lands
+    /// under a tombstone, however late the queue applies it.
+    Fill(Key, Entry),
+    Delete(Key, Tombstone, oneshot::Sender<Result<()>>),
+    Invalidate(Selector, Tombstone, oneshot::Sender<Result<()>>),
+    Clear(oneshot::Sender<Result<()>>),
 }
 
-/// Told the outcome of each queued set, in the worker.
-pub(crate) type SetDone = Box<dyn Fn(&Key, &Result<()>) + Send + Sync>;
+/// Told the outcome of each queued set (its key, its entry's version), in the worker.
+pub(crate) type SetDone = Box<dyn Fn(&Key, u64, &Result<()>) + Send + Sync>;
 
 /// The queue of one tier.
 #[derive(Debug)]
@@ -41,13 +45,21 @@ impl WriteBehind {
                         if r.is_err() {
                             f.fetch_add(1, Ordering::Relaxed);
                         }
-                        done(&k, &r);
+                        done(&k, e.version, &r);
                     }
-                    Job::Delete(k, ack) => {
-                        let _ = ack.send(backend.delete(&k).await);
+                    Job::Fill(k, e) => {
+                        if backend.fill(&k, &e).await.is_err() {
+                            f.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    Job::Invalidate(s, ack) => {
-                        let _ = ack.send(backend.invalidate(&s).await);
+                    Job::Delete(k, t, ack) => {
+                        let _ = ack.send(backend.delete_with(&k, t).await);
+                    }
+                    Job::Invalidate(s, t, ack) => {
+                        let _ = ack.send(backend.invalidate_with(&s, t).await);
+                    }
+                    Job::Clear(ack) => {
+                        let _ = ack.send(backend.clear().await);
                     }
                 }
             }
@@ -64,19 +76,27 @@ impl WriteBehind {
         self.tx.lock().clone()
     }
 
-    /// Enqueue a set; hands the write back when the queue is full or closed (the caller then
-    /// writes in line).
-    pub(crate) fn try_set(&self, key: Key, entry: Entry) -> Option<(Key, Entry)> {
+    /// Enqueue a set (or, with `fill`, a conditional fill); hands the write back when the
+    /// queue is full or closed (the caller then writes in line).
+    pub(crate) fn try_write(&self, key: Key, entry: Entry, fill: bool) -> Option<(Key, Entry)> {
+        let job = if fill {
+            Job::Fill(key, entry)
+        } else {
+            Job::Set(key, entry)
+        };
         match self.sender() {
-            Some(tx) => match tx.try_send(Job::Set(key, entry)) {
+            Some(tx) => match tx.try_send(job) {
                 Ok(()) => None,
                 // try_send hands back exactly the job it was given.
                 Err(e) => match e.into_inner() {
-                    Job::Set(k, e) => Some((k, e)),
-                    Job::Delete(..) | Job::Invalidate(..) => None,
+                    Job::Set(k, e) | Job::Fill(k, e) => Some((k, e)),
+                    Job::Delete(..) | Job::Invalidate(..) | Job::Clear(..) => None,
                 },
             },
-            None => Some((key, entry)),
+            None => match job {
+                Job::Set(k, e) | Job::Fill(k, e) => Some((k, e)),
+                Job::Delete(..) | Job::Invalidate(..) | Job::Clear(..) => None,
+            },
         }
     }
 

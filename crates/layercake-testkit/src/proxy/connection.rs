@@ -96,9 +96,14 @@ pub(super) async fn serve(
 }
 
 /// Sets `SO_LINGER` 0, so that dropping the sockets sends RST.
+#[expect(
+    deprecated,
+    reason = "a zero linger never blocks on drop; `set_zero_linger` needs tokio 1.50, above \
+              the minimum version the crates declare"
+)]
 fn reset(streams: &[&TcpStream]) {
     for s in streams {
-        let _ = s.set_zero_linger();
+        let _ = s.set_linger(Some(Duration::ZERO));
     }
 }
 
