@@ -174,10 +174,10 @@ impl Cache {
         r
     }
 
-    /// Remove everything from every tier. A tier with a write-behind queue is cleared in
-    /// queue order: no write queued before `clear` lands after it. The contract of
-    /// [`delete`](Cache::delete): a tier that failed is noted whole — this instance reads
-    /// nothing from it until the repair has cleared it.
+    /// Remove everything from every tier. The contract of [`delete`](Cache::delete): a tier
+    /// that failed is noted whole — this instance reads nothing from it until the repair has
+    /// cleared it. A tier with a write-behind queue is cleared in queue order: no write queued
+    /// before `clear` lands after it.
     pub async fn clear(&self) -> Result<()> {
         let tel = &self.inner.telemetry;
         let marks: Vec<u64> = (0..self.inner.tiers.len())
