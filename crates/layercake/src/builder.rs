@@ -336,12 +336,14 @@ impl CacheBuilder {
                     ));
                 }
                 let notes = repairs.clone();
-                let done = Box::new(move |k: &layercake_core::Key, r: &Result<()>| match r {
-                    Ok(()) => notes.resolved_key(i, k),
-                    Err(e) => {
-                        let _ = notes.note_key(i, k, e);
-                    }
-                });
+                let done = Box::new(
+                    move |k: &layercake_core::Key, version: u64, r: &Result<()>| match r {
+                        Ok(()) => notes.resolved_key(i, k),
+                        Err(e) => {
+                            let _ = notes.note_key(i, k, e, version.saturating_sub(1));
+                        }
+                    },
+                );
                 t.write_behind = Some(WriteBehind::start(t.backend.clone(), capacity, done));
             }
             tiers.push(t);

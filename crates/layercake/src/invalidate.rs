@@ -85,11 +85,11 @@ impl Cache {
                 }
             }
         }
-        self.note_removals(what, results)
+        self.note_removals(what, results, version)
     }
 
     /// Note a repair on each tier whose removal failed; the first error.
-    fn note_removals(&self, what: &Removal, results: Vec<Result<()>>) -> Result<()> {
+    fn note_removals(&self, what: &Removal, results: Vec<Result<()>>, version: u64) -> Result<()> {
         let repairs = &self.inner.repairs;
         let mut first: Option<Error> = None;
         for (t, r) in self.inner.tiers.iter().zip(results) {
@@ -97,13 +97,13 @@ impl Cache {
                 (Ok(()), Removal::Key(k)) => repairs.resolved_key(t.position, k),
                 (Ok(()), Removal::Select(_)) => {}
                 (Err(e), Removal::Key(k)) => {
-                    let _ = repairs.note_key(t.position, k, &e);
+                    let _ = repairs.note_key(t.position, k, &e, version);
                     first = first.or(Some(e));
                 }
                 (Err(e), Removal::Select(s)) => {
                     // A tier that cannot invalidate by this selector cannot be repaired by it.
                     if e.kind() != ErrorKind::Unsupported {
-                        let _ = repairs.note_selector(t.position, s);
+                        let _ = repairs.note_selector(t.position, s, version);
                     }
                     first = first.or(Some(e));
                 }

@@ -248,6 +248,8 @@ impl Cache {
             }
         }
         let set = matches!(how, How::Set);
+        // A repair removes what is older than this write, and refuses fills of it.
+        let older = entry.version.saturating_sub(1);
         let mut w = Written::default();
         let mut dropped = false;
         let mut failed = Vec::new();
@@ -270,7 +272,7 @@ impl Cache {
                             .call(&self.inner.telemetry, true, t.backend.delete(key))
                             .await;
                         if let Err(d) = removed {
-                            let _ = repairs.note_key(t.position, key, &d);
+                            let _ = repairs.note_key(t.position, key, &d, older);
                         }
                     }
                     permanent = permanent.or(Some(e));
@@ -281,7 +283,7 @@ impl Cache {
             // The value is in some tier: every tier that did not take it gets a repair note.
             let mut refused = None;
             for (t, e) in failed {
-                match repairs.note_key(t.position, key, &e) {
+                match repairs.note_key(t.position, key, &e, older) {
                     Noted::Refused => refused = refused.or_else(|| Some(record_full(&t.name, &e))),
                     Noted::Recorded | Noted::Overflowed => w.pending |= 1 << t.position,
                 }

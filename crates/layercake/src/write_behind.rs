@@ -18,8 +18,8 @@ pub(crate) enum Job {
     Clear(oneshot::Sender<Result<()>>),
 }
 
-/// Told the outcome of each queued set, in the worker.
-pub(crate) type SetDone = Box<dyn Fn(&Key, &Result<()>) + Send + Sync>;
+/// Told the outcome of each queued set (its key, its entry's version), in the worker.
+pub(crate) type SetDone = Box<dyn Fn(&Key, u64, &Result<()>) + Send + Sync>;
 
 /// The queue of one tier.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ impl WriteBehind {
                         if r.is_err() {
                             f.fetch_add(1, Ordering::Relaxed);
                         }
-                        done(&k, &r);
+                        done(&k, e.version, &r);
                     }
                     Job::Fill(k, e) => {
                         if backend.fill(&k, &e).await.is_err() {

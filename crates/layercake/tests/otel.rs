@@ -1011,7 +1011,7 @@ async fn repairs_are_reported_per_tier() {
         .build()
         .unwrap();
     cache.set("k", 1u8).await.unwrap();
-    for op in [Operation::Set, Operation::DeleteMany] {
+    for op in [Operation::Set, Operation::Delete] {
         faults.inject(op, Fault::Fail(ErrorKind::Unavailable));
     }
     cache.set("k", 2u8).await.unwrap();

@@ -88,25 +88,27 @@ impl Repairs {
         self.wake.notify_one();
     }
 
-    /// Note that a write or removal of `key` failed on tier `pos` with `err`.
-    pub(crate) fn note_key(&self, pos: usize, key: &Key, err: &Error) -> Noted {
+    /// Note that a write or removal of `key` failed on tier `pos` with `err`; the repair's
+    /// removal leaves a tombstone of `version` (fills at or below it are refused).
+    pub(crate) fn note_key(&self, pos: usize, key: &Key, err: &Error, version: u64) -> Noted {
         let Some(r) = self.record(pos) else {
             return Noted::Refused;
         };
         // Only a call the tier was never asked (open breaker) surely did not land.
-        let n = r.note_key(key, err.kind() != ErrorKind::CircuitOpen);
+        let n = r.note_key(key, err.kind() != ErrorKind::CircuitOpen, version);
         if n != Noted::Refused {
             self.wake();
         }
         n
     }
 
-    /// Note that an invalidation failed on tier `pos`.
-    pub(crate) fn note_selector(&self, pos: usize, selector: &Selector) -> Noted {
+    /// Note that an invalidation failed on tier `pos`; its repair leaves a tombstone of
+    /// `version`.
+    pub(crate) fn note_selector(&self, pos: usize, selector: &Selector, version: u64) -> Noted {
         let Some(r) = self.record(pos) else {
             return Noted::Refused;
         };
-        let n = r.note_selector(selector);
+        let n = r.note_selector(selector, version);
         if n != Noted::Refused {
             self.wake();
         }

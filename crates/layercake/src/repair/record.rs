@@ -30,24 +30,28 @@ use parking_lot::Mutex;
 
 use super::config::{Overflow, RepairConfig};
 
-/// One pending repair.
+/// One pending repair. The version is the tombstone the removal leaves: fills of entries at
+/// or below it are refused for a while, so a fill of an older copy that lands after the
+/// repair cannot put it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Repair {
     /// Remove this key's copy.
-    Key(Key),
+    Key(Key, u64),
     /// Remove the entries this selector matches.
-    Select(Selector),
+    Select(Selector, u64),
     /// Remove everything the tier holds (a failed `clear`, or an overflowed record).
     Everything,
 }
 
 /// When a note was made, its serial (a note made again after a repair began is newer than
-/// the repair and survives it) and whether the failed call may still land.
+/// the repair and survives it), whether the failed call may still land, and the version of
+/// the tombstone its repair leaves (the highest of the calls noted).
 #[derive(Debug, Clone, Copy)]
 struct Note {
     since: Instant,
     serial: u64,
     uncertain: bool,
+    version: u64,
 }
 
 #[derive(Debug, Default)]
@@ -59,12 +63,13 @@ struct State {
 }
 
 impl State {
-    fn next(&mut self, uncertain: bool) -> Note {
+    fn next(&mut self, uncertain: bool, version: u64) -> Note {
         self.serial += 1;
         Note {
             since: Instant::now(),
             serial: self.serial,
             uncertain,
+            version,
         }
     }
 
@@ -81,7 +86,7 @@ impl State {
             .chain(self.everything.iter())
             .map(|n| n.since)
             .min();
-        let mut n = self.next(false);
+        let mut n = self.next(false, 0);
         if let Some(s) = since {
             n.since = s;
         }
@@ -196,48 +201,63 @@ impl RepairRecord {
     }
 
     /// Note that a write or removal of `key` did not reach the tier; `uncertain` when it
-    /// timed out (the tier may still apply it).
-    pub(crate) fn note_key(&self, key: &Key, uncertain: bool) -> Noted {
+    /// may still land (it was sent); `version`: the tombstone its repair leaves.
+    pub(crate) fn note_key(&self, key: &Key, uncertain: bool, version: u64) -> Noted {
         let mut s = self.state.lock();
         self.counters.noted.fetch_add(1, Ordering::Relaxed);
         if s.everything.is_some() {
             return Noted::Overflowed;
         }
-        let was_uncertain = match s.keys.get(key) {
-            Some(n) => n.uncertain,
+        let (was_uncertain, was_version) = match s.keys.get(key) {
+            Some(n) => (n.uncertain, n.version),
             None => {
                 if let Some(r) = self.room(&mut s) {
                     return r;
                 }
-                false
+                (false, 0)
             }
         };
-        let n = s.next(uncertain || was_uncertain);
+        let n = s.next(uncertain || was_uncertain, version.max(was_version));
         s.keys.insert(key.clone(), n);
         self.publish_len(&s);
         Noted::Recorded
     }
 
-    /// Note that an invalidation did not reach the tier.
-    pub(crate) fn note_selector(&self, selector: &Selector) -> Noted {
+    /// Note that an invalidation did not reach the tier; `version`: the tombstone its repair
+    /// leaves.
+    pub(crate) fn note_selector(&self, selector: &Selector, version: u64) -> Noted {
         let mut s = self.state.lock();
         self.counters.noted.fetch_add(1, Ordering::Relaxed);
         if s.everything.is_some() {
             return Noted::Overflowed;
         }
         // A prefix note covers the keys and narrower prefixes under it: their repair is this
-        // one (its serial is newer than theirs).
+        // one (its serial is newer than theirs, its tombstone at least as high).
+        let mut version = version;
         if let Selector::Prefix(p) = selector {
-            s.keys.retain(|k, _| !k.as_str().starts_with(p.as_str()));
-            s.selectors.retain(|(x, _)| {
-                x == selector || !matches!(x, Selector::Prefix(q) if q.starts_with(p.as_str()))
-            });
+            let under = |k: &str| k.starts_with(p.as_str());
+            for (_, n) in s.keys.iter().filter(|(k, _)| under(k.as_str())) {
+                version = version.max(n.version);
+            }
+            s.keys.retain(|k, _| !under(k.as_str()));
+            let narrower =
+                |x: &Selector| x != selector && matches!(x, Selector::Prefix(q) if under(q));
+            for (_, n) in s.selectors.iter().filter(|(x, _)| narrower(x)) {
+                version = version.max(n.version);
+            }
+            s.selectors.retain(|(x, _)| !narrower(x));
         }
-        let present = s.selectors.iter().any(|(x, _)| x == selector);
-        if !present && let Some(r) = self.room(&mut s) {
+        let present = s
+            .selectors
+            .iter()
+            .find(|(x, _)| x == selector)
+            .map(|(_, n)| n.version);
+        if present.is_none()
+            && let Some(r) = self.room(&mut s)
+        {
             return r;
         }
-        let n = s.next(false);
+        let n = s.next(false, version.max(present.unwrap_or(0)));
         match s.selectors.iter_mut().find(|(x, _)| x == selector) {
             Some(slot) => slot.1 = n,
             None => s.selectors.push((selector.clone(), n)),
@@ -339,11 +359,11 @@ impl RepairRecord {
         }
         s.selectors
             .iter()
-            .map(|(sel, n)| (Repair::Select(sel.clone()), n.serial))
+            .map(|(sel, n)| (Repair::Select(sel.clone(), n.version), n.serial))
             .chain(
                 s.keys
                     .iter()
-                    .map(|(k, n)| (Repair::Key(k.clone()), n.serial)),
+                    .map(|(k, n)| (Repair::Key(k.clone(), n.version), n.serial)),
             )
             .take(limit)
             .collect()
@@ -356,12 +376,12 @@ impl RepairRecord {
         for (repair, serial) in done {
             let serial = *serial;
             match repair {
-                Repair::Key(k) => {
+                Repair::Key(k, _) => {
                     if s.keys.get(k).is_some_and(|n| n.serial <= serial) {
                         s.keys.remove(k);
                     }
                 }
-                Repair::Select(sel) => {
+                Repair::Select(sel, _) => {
                     s.selectors
                         .retain(|(x, n)| !(x == sel && n.serial <= serial));
                 }

@@ -20,8 +20,8 @@ fn notes_dedupe_per_key_and_skip_reads() {
     let r = record(10, Overflow::ClearTier);
     assert!(r.is_empty());
     assert!(!r.skips_key(&key("a")));
-    assert_eq!(r.note_key(&key("a"), false), Noted::Recorded);
-    assert_eq!(r.note_key(&key("a"), false), Noted::Recorded);
+    assert_eq!(r.note_key(&key("a"), false, 1), Noted::Recorded);
+    assert_eq!(r.note_key(&key("a"), false, 1), Noted::Recorded);
     assert_eq!(r.len(), 1);
     assert!(r.skips_key(&key("a")));
     assert!(!r.skips_key(&key("b")));
@@ -32,13 +32,13 @@ fn notes_dedupe_per_key_and_skip_reads() {
 #[test]
 fn selectors_skip_what_they_match() {
     let r = record(10, Overflow::ClearTier);
-    r.note_key(&key("p:1"), false);
-    r.note_key(&key("q:1"), false);
-    r.note_selector(&Selector::Prefix("p:".into()));
+    r.note_key(&key("p:1"), false, 1);
+    r.note_key(&key("q:1"), false, 1);
+    r.note_selector(&Selector::Prefix("p:".into()), 1);
     assert_eq!(r.len(), 2, "the prefix covers p:1");
     assert!(r.skips_key(&key("p:9")));
     assert!(!r.skips_key(&key("r:1")));
-    r.note_selector(&Selector::Tag("t".into()));
+    r.note_selector(&Selector::Tag("t".into()), 1);
     assert!(
         !r.skips_key(&key("r:1")),
         "a tag cannot be judged before reading"
@@ -46,29 +46,29 @@ fn selectors_skip_what_they_match() {
     assert!(r.skips_entry(&key("r:1"), &["t".to_string()]));
     assert!(!r.skips_entry(&key("r:1"), &["u".to_string()]));
     // A wider prefix covers the narrower one.
-    r.note_selector(&Selector::Prefix("p:x".into()));
-    r.note_selector(&Selector::Prefix("p".into()));
+    r.note_selector(&Selector::Prefix("p:x".into()), 1);
+    r.note_selector(&Selector::Prefix("p".into()), 1);
     let b = r.batch(10);
-    assert!(b.contains(&(Repair::Select(Selector::Prefix("p".into())), 6)));
+    assert!(b.contains(&(Repair::Select(Selector::Prefix("p".into()), 1), 6)));
     assert!(
         !b.iter()
-            .any(|(x, _)| *x == Repair::Select(Selector::Prefix("p:x".into())))
+            .any(|(x, _)| *x == Repair::Select(Selector::Prefix("p:x".into()), 1))
     );
     assert!(
         !b.iter()
-            .any(|(x, _)| *x == Repair::Select(Selector::Prefix("p:".into())))
+            .any(|(x, _)| *x == Repair::Select(Selector::Prefix("p:".into()), 1))
     );
 }
 
 #[test]
 fn applied_drops_only_notes_not_made_again() {
     let r = record(10, Overflow::ClearTier);
-    r.note_key(&key("a"), false);
-    r.note_key(&key("b"), false);
+    r.note_key(&key("a"), false, 1);
+    r.note_key(&key("b"), false, 1);
     let batch = r.batch(10);
     assert_eq!(batch.len(), 2);
     // "a" fails again while the repair runs.
-    r.note_key(&key("a"), false);
+    r.note_key(&key("a"), false, 1);
     r.applied(&batch);
     assert_eq!(r.len(), 1);
     assert!(r.skips_key(&key("a")));
@@ -83,14 +83,14 @@ fn applied_drops_only_notes_not_made_again() {
 #[test]
 fn a_later_success_resolves_certain_notes_only() {
     let r = record(10, Overflow::ClearTier);
-    r.note_key(&key("a"), false);
-    r.note_key(&key("t"), true);
+    r.note_key(&key("a"), false, 1);
+    r.note_key(&key("t"), true, 1);
     r.resolved_key(&key("a"));
     r.resolved_key(&key("t"));
     assert!(!r.skips_key(&key("a")));
     assert!(r.skips_key(&key("t")), "a timed-out write may still land");
     // A certain failure after an uncertain one stays uncertain.
-    r.note_key(&key("t"), false);
+    r.note_key(&key("t"), false, 1);
     r.resolved_key(&key("t"));
     assert!(r.skips_key(&key("t")));
     assert_eq!(r.counters.resolved.load(Ordering::Relaxed), 1);
@@ -99,21 +99,21 @@ fn a_later_success_resolves_certain_notes_only() {
 #[test]
 fn clear_tier_overflow_turns_into_a_whole_tier_note() {
     let r = record(2, Overflow::ClearTier);
-    r.note_key(&key("a"), false);
-    r.note_key(&key("b"), false);
+    r.note_key(&key("a"), false, 1);
+    r.note_key(&key("b"), false, 1);
     assert_eq!(
-        r.note_key(&key("a"), false),
+        r.note_key(&key("a"), false, 1),
         Noted::Recorded,
         "present: no room needed"
     );
-    assert_eq!(r.note_key(&key("c"), false), Noted::Overflowed);
+    assert_eq!(r.note_key(&key("c"), false, 1), Noted::Overflowed);
     assert_eq!(r.len(), 1);
     assert!(r.everything_pending());
     assert!(
         r.skips_key(&key("zzz")),
         "every read of the tier is skipped"
     );
-    assert_eq!(r.note_key(&key("d"), false), Noted::Overflowed);
+    assert_eq!(r.note_key(&key("d"), false, 1), Noted::Overflowed);
     assert_eq!(r.batch(10), vec![(Repair::Everything, 4)]);
     assert_eq!(r.counters.overflowed.load(Ordering::Relaxed), 1);
     let b = r.batch(10);
@@ -125,11 +125,17 @@ fn clear_tier_overflow_turns_into_a_whole_tier_note() {
 #[test]
 fn refuse_overflow_keeps_the_notes_and_refuses() {
     let r = record(2, Overflow::RefuseWrites);
-    r.note_key(&key("a"), false);
-    r.note_selector(&Selector::Tag("t".into()));
-    assert_eq!(r.note_key(&key("b"), false), Noted::Refused);
-    assert_eq!(r.note_selector(&Selector::Tag("u".into())), Noted::Refused);
-    assert_eq!(r.note_selector(&Selector::Tag("t".into())), Noted::Recorded);
+    r.note_key(&key("a"), false, 1);
+    r.note_selector(&Selector::Tag("t".into()), 1);
+    assert_eq!(r.note_key(&key("b"), false, 1), Noted::Refused);
+    assert_eq!(
+        r.note_selector(&Selector::Tag("u".into()), 1),
+        Noted::Refused
+    );
+    assert_eq!(
+        r.note_selector(&Selector::Tag("t".into()), 1),
+        Noted::Recorded
+    );
     assert_eq!(r.len(), 2);
     assert!(!r.everything_pending());
     assert_eq!(r.counters.refused.load(Ordering::Relaxed), 2);
@@ -142,10 +148,10 @@ fn refuse_overflow_keeps_the_notes_and_refuses() {
 #[test]
 fn a_clear_resolves_the_certain_notes_made_before_it() {
     let r = record(10, Overflow::ClearTier);
-    r.note_key(&key("a"), false);
-    r.note_key(&key("t"), true);
+    r.note_key(&key("a"), false, 1);
+    r.note_key(&key("t"), true, 1);
     let mark = r.mark();
-    r.note_key(&key("b"), false);
+    r.note_key(&key("b"), false, 1);
     r.resolved_upto(mark);
     assert!(!r.skips_key(&key("a")));
     assert!(r.skips_key(&key("t")));
@@ -156,10 +162,30 @@ fn a_clear_resolves_the_certain_notes_made_before_it() {
 fn batches_are_bounded_and_selections_come_first() {
     let r = record(100, Overflow::ClearTier);
     for i in 0..20 {
-        r.note_key(&key(&format!("k{i}")), false);
+        r.note_key(&key(&format!("k{i}")), false, 1);
     }
-    r.note_selector(&Selector::Tag("t".into()));
+    r.note_selector(&Selector::Tag("t".into()), 1);
     let b = r.batch(5);
     assert_eq!(b.len(), 5);
-    assert_eq!(b[0].0, Repair::Select(Selector::Tag("t".into())));
+    assert_eq!(b[0].0, Repair::Select(Selector::Tag("t".into()), 1));
+}
+
+#[test]
+fn the_tombstone_version_is_the_highest_noted() {
+    let r = record(10, Overflow::ClearTier);
+    r.note_key(&key("p:a"), false, 5);
+    r.note_key(&key("p:a"), false, 3);
+    assert_eq!(r.batch(10), vec![(Repair::Key(key("p:a"), 5), 2)]);
+    r.note_key(&key("p:b"), false, 9);
+    r.note_selector(&Selector::Prefix("p:".into()), 7);
+    assert_eq!(
+        r.batch(10),
+        vec![(Repair::Select(Selector::Prefix("p:".into()), 9), 4)],
+        "a prefix absorbs the keys under it with their tombstones"
+    );
+    r.note_selector(&Selector::Prefix("p:".into()), 2);
+    assert_eq!(
+        r.batch(10),
+        vec![(Repair::Select(Selector::Prefix("p:".into()), 9), 5)]
+    );
 }

@@ -1,6 +1,7 @@
 //! The repair task: while notes are pending, every `retry_every` it applies them tier by tier
-//! (the lowest tier first) — a key note removes the key, a selection note invalidates it, a
-//! whole-tier note clears the tier — drops the notes that were not made again meanwhile, and
+//! (the lowest tier first) — a key note removes the key, a selection note invalidates it (both
+//! leaving a tombstone, so a fill of the older copy that lands later is refused), a whole-tier
+//! note clears the tier — drops the notes that were not made again meanwhile, and
 //! tells the other instances (backplane) to drop their local copies of what it removed from
 //! a tier they share.
 //!
@@ -12,15 +13,16 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures::future::join_all;
 use layercake_core::backplane::Target;
-use layercake_core::{Key, Selector};
+use layercake_core::{Key, Selector, Tombstone};
 use tokio::sync::Notify;
 
 use super::record::Repair;
 use crate::stack::Stack;
 use crate::tier::{Scope, Tier};
 
-/// Notes applied per backend call (keys go in one `delete_many`).
+/// Notes taken from a record at a time.
 const BATCH: usize = 256;
 
 /// The task's loop: sleep until something is noted, then apply every `every` until nothing is
@@ -71,19 +73,28 @@ pub(crate) async fn round(stack: &Stack) -> usize {
     applied
 }
 
-/// Apply a batch to one tier: selections and the whole tier one call each, keys in one
-/// `delete_many`. Returns what was applied and whether a call failed (the rest waits).
+/// Keys removed concurrently by one pass (after a first key alone, the probe).
+const CONCURRENT: usize = 16;
+
+/// Apply a batch to one tier: a selection or the whole tier one call each, keys
+/// [`CONCURRENT`] at a time (the first alone: when the tier is still down, one call finds
+/// out). Each removal leaves its note's tombstone. Returns what was applied and whether a call
+/// failed (the rest waits for the next pass).
 async fn apply(stack: &Stack, tier: &Tier, batch: &[(Repair, u64)]) -> (Vec<(Repair, u64)>, bool) {
     let tel = &stack.telemetry;
+    let tomb = |v: u64| Tombstone::new(v, stack.tombstone_ttl);
     let mut done = Vec::with_capacity(batch.len());
-    let mut keys: Vec<(Key, u64)> = Vec::new();
+    let mut keys: Vec<(&Key, u64, u64)> = Vec::new();
     for (repair, serial) in batch {
         let r = match repair {
-            Repair::Key(k) => {
-                keys.push((k.clone(), *serial));
+            Repair::Key(k, v) => {
+                keys.push((k, *v, *serial));
                 continue;
             }
-            Repair::Select(s) => tier.call(tel, true, tier.backend.invalidate(s)).await,
+            Repair::Select(s, v) => {
+                tier.call(tel, true, tier.backend.invalidate_with(s, tomb(*v)))
+                    .await
+            }
             Repair::Everything => tier.call(tel, true, tier.backend.clear()).await,
         };
         if r.is_err() {
@@ -91,16 +102,27 @@ async fn apply(stack: &Stack, tier: &Tier, batch: &[(Repair, u64)]) -> (Vec<(Rep
         }
         done.push((repair.clone(), *serial));
     }
-    if !keys.is_empty() {
-        let ks: Vec<Key> = keys.iter().map(|(k, _)| k.clone()).collect();
-        if tier
-            .call(tel, true, tier.backend.delete_many(&ks))
-            .await
-            .is_err()
-        {
+    let mut rest = keys.as_slice();
+    let mut width = 1;
+    while !rest.is_empty() {
+        let (now, later) = rest.split_at(width.min(rest.len()));
+        let results = join_all(
+            now.iter()
+                .map(|(k, v, _)| tier.call(tel, true, tier.backend.delete_with(k, tomb(*v)))),
+        )
+        .await;
+        let mut failed = false;
+        for ((k, v, serial), r) in now.iter().zip(results) {
+            match r {
+                Ok(()) => done.push((Repair::Key((*k).clone(), *v), *serial)),
+                Err(_) => failed = true,
+            }
+        }
+        if failed {
             return (done, true);
         }
-        done.extend(keys.into_iter().map(|(k, s)| (Repair::Key(k), s)));
+        rest = later;
+        width = CONCURRENT;
     }
     (done, false)
 }
@@ -113,10 +135,10 @@ async fn announce(stack: &Stack, tier: &Tier, done: &[(Repair, u64)]) {
     }
     for (repair, _) in done {
         let target = match repair {
-            Repair::Key(k) => Target::Key(k.as_str().to_owned()),
-            Repair::Select(Selector::Prefix(p)) => Target::Prefix(p.clone()),
-            Repair::Select(Selector::Tag(t)) => Target::Tag(t.clone()),
-            Repair::Select(_) | Repair::Everything => Target::All,
+            Repair::Key(k, _) => Target::Key(k.as_str().to_owned()),
+            Repair::Select(Selector::Prefix(p), _) => Target::Prefix(p.clone()),
+            Repair::Select(Selector::Tag(t), _) => Target::Tag(t.clone()),
+            Repair::Select(..) | Repair::Everything => Target::All,
         };
         stack.publish(target, 0).await;
     }
