@@ -8,10 +8,11 @@
 //!   `cargo xtask test` finds or starts both and exports the variables. The production
 //!   guide's Cluster program runs against `REDIS_CLUSTER_NODES` (a throwaway cluster that
 //!   `cargo xtask test` starts) and says so and stops when it is not set.
-//! - Each program uses its own Redis key prefix, PostgreSQL table, backplane channel and
-//!   directory (no other program or test uses them), and none calls `clear()`; so they run in
-//!   parallel with each other and with the test suites. Two runs of the *same* program at the
-//!   same moment against the same servers are not kept apart.
+//! - Each program uses names no other program or test uses (Redis key prefix, PostgreSQL
+//!   table, backplane channel, directory), and none calls `clear()`. Where a second run of the
+//!   same program at the same moment could disturb it (another `cargo test --doc` against the
+//!   same servers), the names or keys carry the process id: every program passes when two
+//!   copies of it run at once.
 //! - The only snippets that do not run are marked `ignore` or `no_run` with the reason next to
 //!   them: OpenTelemetry exporters from crates the workspace does not depend on
 //!   (`docs/observability.md`), and the TLS configuration of the Redis README, which needs a
