@@ -70,7 +70,19 @@ impl Cache {
             if pending.is_empty() {
                 break;
             }
-            let batch: Vec<Key> = pending.iter().map(|&i| keys[i].clone()).collect();
+            // Keys awaiting a repair in this tier are not asked there (misses).
+            let (asked, noted): (Vec<usize>, Vec<usize>) = match inner.repairs.record(tier.position)
+            {
+                Some(r) if !r.is_empty() => pending.iter().partition(|&&i| !r.skips_key(&keys[i])),
+                _ => (pending.clone(), Vec::new()),
+            };
+            for _ in &noted {
+                tel.miss(scope, tier.position);
+            }
+            if asked.is_empty() {
+                continue;
+            }
+            let batch: Vec<Key> = asked.iter().map(|&i| keys[i].clone()).collect();
             let got = match tier.call(tel, false, tier.backend.get_many(&batch)).await {
                 Ok(g) if g.len() == batch.len() => g,
                 Ok(_) => continue,
@@ -86,9 +98,12 @@ impl Cache {
                     continue;
                 }
             };
-            let mut still = Vec::new();
-            for (&i, entry) in pending.iter().zip(got) {
-                let Some(entry) = entry.filter(|e| e.is_fresh(now)) else {
+            let mut still = noted;
+            for (&i, entry) in asked.iter().zip(got) {
+                let entry = entry.filter(|e| {
+                    !inner.repairs.skips_entry(tier.position, &keys[i], &e.tags) && e.is_fresh(now)
+                });
+                let Some(entry) = entry else {
                     tel.miss(scope, tier.position);
                     still.push(i);
                     continue;

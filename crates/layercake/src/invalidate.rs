@@ -1,9 +1,10 @@
 //! Removal: `delete`, `invalidate*` and `clear`, all through `remove_everywhere`, which
-//! reaches every tier (through write-behind queues in order) and publishes the change.
+//! reaches every tier (through write-behind queues in order) and publishes the change; a tier
+//! that failed gets a repair note (the key, the selection, or everything for `clear`).
 
 use futures::future::join_all;
 use layercake_core::backplane::Target;
-use layercake_core::{Key, Result, Selector, Tombstone};
+use layercake_core::{Error, ErrorKind, Key, Result, Selector, Tombstone};
 
 use crate::cache::Cache;
 use crate::key_input::IntoKey;
@@ -20,7 +21,8 @@ pub(crate) enum Removal {
 impl Cache {
     /// Remove a key or a selection from every tier, in parallel, through write-behind queues
     /// where a tier has one (keeping order with queued writes); the first error, after every
-    /// tier was tried.
+    /// tier was tried. Each tier that failed gets a repair note; a key removed from a tier
+    /// resolves that tier's note of the key.
     ///
     /// Tiers outside the process are asked to leave a tombstone of `version` (for the cache's
     /// tombstone lifetime), so that a fill whose read began before this removal — in this
@@ -83,10 +85,40 @@ impl Cache {
                 }
             }
         }
-        results.into_iter().collect()
+        self.note_removals(what, results, version)
+    }
+
+    /// Note a repair on each tier whose removal failed; the first error.
+    fn note_removals(&self, what: &Removal, results: Vec<Result<()>>, version: u64) -> Result<()> {
+        let repairs = &self.inner.repairs;
+        let mut first: Option<Error> = None;
+        for (t, r) in self.inner.tiers.iter().zip(results) {
+            match (r, what) {
+                (Ok(()), Removal::Key(k)) => repairs.resolved_key(t.position, k),
+                (Ok(()), Removal::Select(_)) => {}
+                (Err(e), Removal::Key(k)) => {
+                    let _ = repairs.note_key(t.position, k, &e, version);
+                    first = first.or(Some(e));
+                }
+                (Err(e), Removal::Select(s)) => {
+                    // A tier that cannot invalidate by this selector cannot be repaired by it.
+                    if e.kind() != ErrorKind::Unsupported {
+                        let _ = repairs.note_selector(t.position, s, version);
+                    }
+                    first = first.or(Some(e));
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Remove a key from every tier; an error if any tier could not be reached.
+    ///
+    /// `Ok` promises that every tier removed the key: no instance reads the removed value
+    /// from a shared tier, and other instances drop their local copies (backplane). An error
+    /// names the first tier that failed; each failed tier holds a repair note, so this
+    /// instance never reads the key from it, and the repair removes it there once the tier
+    /// answers again (the removed value then comes back nowhere).
     pub async fn delete(&self, key: impl IntoKey) -> Result<()> {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::Delete);
@@ -120,7 +152,9 @@ impl Cache {
     }
 
     /// Remove every entry the selector matches, from every tier; an error if any tier could
-    /// not do it (including tiers that cannot invalidate by that selector).
+    /// not do it (including tiers that cannot invalidate by that selector). The contract of
+    /// [`delete`](Cache::delete): each failed tier holds a repair note for the selection
+    /// (this instance skips what it matches there; the repair invalidates it there).
     pub async fn invalidate(&self, selector: Selector) -> Result<()> {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::Invalidate);
@@ -140,10 +174,15 @@ impl Cache {
         r
     }
 
-    /// Remove everything from every tier. A tier with a write-behind queue is cleared in
-    /// queue order: no write queued before `clear` lands after it.
+    /// Remove everything from every tier. The contract of [`delete`](Cache::delete): a tier
+    /// that failed is noted whole — this instance reads nothing from it until the repair has
+    /// cleared it. A tier with a write-behind queue is cleared in queue order: no write queued
+    /// before `clear` lands after it.
     pub async fn clear(&self) -> Result<()> {
         let tel = &self.inner.telemetry;
+        let marks: Vec<u64> = (0..self.inner.tiers.len())
+            .map(|i| self.inner.repairs.record(i).map_or(0, |r| r.mark()))
+            .collect();
         self.inner.flights.supersede(None);
         self.inner.epochs.change_all();
         let results = join_all(self.inner.tiers.iter().map(|t| async move {
@@ -156,6 +195,20 @@ impl Cache {
         }))
         .await;
         self.inner.publish(Target::All, 0).await;
-        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+        let mut first = None;
+        for ((i, r), mark) in results.into_iter().enumerate().zip(marks) {
+            match r {
+                Ok(()) => {
+                    if let Some(rec) = self.inner.repairs.record(i) {
+                        rec.resolved_upto(mark);
+                    }
+                }
+                Err(e) => {
+                    self.inner.repairs.note_everything(i);
+                    first = first.or(Some(e));
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 }

@@ -16,6 +16,7 @@ use crate::coherence::Versions;
 use crate::coherence::epochs::{Epochs, RecentFills};
 use crate::flight::Flights;
 use crate::lock::LockOptions;
+use crate::repair::Repairs;
 use crate::telemetry::Telemetry;
 use crate::tier::{Scope, Tier};
 
@@ -40,6 +41,8 @@ pub(crate) struct Stack {
     pub(crate) hard_timeout: Option<Duration>,
     pub(crate) lock: Option<(Arc<dyn DistributedLock>, LockOptions)>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Auto-recovery: per tier, what a write or removal did not reach.
+    pub(crate) repairs: Arc<Repairs>,
 }
 
 impl std::fmt::Debug for Stack {

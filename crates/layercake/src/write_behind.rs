@@ -18,6 +18,9 @@ pub(crate) enum Job {
     Clear(oneshot::Sender<Result<()>>),
 }
 
+/// Told the outcome of each queued set (its key, its entry's version), in the worker.
+pub(crate) type SetDone = Box<dyn Fn(&Key, u64, &Result<()>) + Send + Sync>;
+
 /// The queue of one tier.
 #[derive(Debug)]
 pub(crate) struct WriteBehind {
@@ -28,8 +31,9 @@ pub(crate) struct WriteBehind {
 }
 
 impl WriteBehind {
-    /// Start the worker for `backend`.
-    pub(crate) fn start(backend: Arc<dyn Backend>, capacity: usize) -> WriteBehind {
+    /// Start the worker for `backend`; `done` hears the outcome of every queued set (the
+    /// repair record notes the failures).
+    pub(crate) fn start(backend: Arc<dyn Backend>, capacity: usize, done: SetDone) -> WriteBehind {
         let (tx, mut rx) = mpsc::channel::<Job>(capacity.max(1));
         let failures = Arc::new(AtomicU64::new(0));
         let f = failures.clone();
@@ -37,9 +41,11 @@ impl WriteBehind {
             while let Some(job) = rx.recv().await {
                 match job {
                     Job::Set(k, e) => {
-                        if backend.set(&k, &e).await.is_err() {
+                        let r = backend.set(&k, &e).await;
+                        if r.is_err() {
                             f.fetch_add(1, Ordering::Relaxed);
                         }
+                        done(&k, e.version, &r);
                     }
                     Job::Fill(k, e) => {
                         if backend.fill(&k, &e).await.is_err() {
