@@ -97,6 +97,9 @@ struct Decision0006MetricNames;
 #[doc = include_str!("../../../docs/decisions/0007-coalesced-gets.md")]
 struct Decision0007CoalescedGets;
 
+#[doc = include_str!("../../../docs/decisions/0008-auto-recovery.md")]
+struct Decision0008AutoRecovery;
+
 #[doc = include_str!("../../../docs/reliability.md")]
 struct Reliability;
 
