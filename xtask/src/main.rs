@@ -9,6 +9,7 @@
 //! - `cargo xtask fuzz [--seconds N]`: run every fuzz target when nightly and cargo-fuzz exist.
 
 mod bench;
+mod cluster;
 mod fuzz;
 mod services;
 mod test;

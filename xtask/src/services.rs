@@ -521,7 +521,7 @@ fn read_line(stream: &mut TcpStream) -> Result<String, String> {
 }
 
 /// Checks that Redis answers `PING` with `+PONG` (after `AUTH` when the URL has a password).
-fn probe_redis(url: &str) -> Result<(), String> {
+pub(crate) fn probe_redis(url: &str) -> Result<(), String> {
     let parts = parse_url(url, 6379).ok_or_else(|| format!("cannot parse {url:?}"))?;
     let mut stream = tcp_connect(&parts.host, parts.port)?;
     if parts.scheme == "rediss" {
@@ -609,7 +609,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Looks `name` up in `PATH`, then in `extra` directories.
-fn find_binary(name: &str, extra: &[PathBuf]) -> Option<PathBuf> {
+pub(crate) fn find_binary(name: &str, extra: &[PathBuf]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(extra.iter().cloned())
@@ -817,7 +817,7 @@ fn own_server(sh: &Shell, kind: Kind) -> Option<OwnServer> {
 }
 
 /// Whether nothing listens on `127.0.0.1:port`.
-fn port_is_free(port: u16) -> bool {
+pub(crate) fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
@@ -831,7 +831,10 @@ fn pick_port(default: u16) -> Result<u16> {
 }
 
 /// Polls `check` until it succeeds or `timeout` passes; returns the last error.
-fn wait_for(timeout: Duration, mut check: impl FnMut() -> Result<(), String>) -> Result<()> {
+pub(crate) fn wait_for(
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<()> {
     let start = Instant::now();
     loop {
         match check() {

@@ -1,13 +1,17 @@
 //! `cargo xtask test`: the one test command, the same locally and in CI.
 //!
 //! Steps, in order, stopping at the first that fails:
-//! fmt, clippy (warnings denied), services, tests (nextest, else cargo test), doc tests,
-//! docs (rustdoc warnings denied), examples (build all, run the quickstart).
+//! fmt, clippy (warnings denied), services, tests (nextest, else cargo test), doc tests (every
+//! Rust program of the README and docs/ runs against the services, plus a throwaway Redis
+//! Cluster when `redis-server` is installed), docs (rustdoc warnings denied), examples (build
+//! all, run the quickstart).
 
 use std::path::Path;
+use std::time::Instant;
 
 use xshell::{Shell, cmd};
 
+use crate::cluster::Cluster;
 use crate::services;
 use crate::{Result, banner, env_flag, project_root};
 
@@ -129,9 +133,39 @@ pub(crate) fn run(sh: &Shell, args: &Args) -> Result<()> {
         name: "doc tests",
     };
     step.start("cargo test --workspace --all-features --doc");
-    cmd!(sh, "cargo test --workspace --all-features --doc")
-        .run()
-        .map_err(|e| step.fail(e))?;
+    // Every program of the README and docs/ runs here, against the services above (they read
+    // REDIS_URL / DATABASE_URL) and, for the production guide's Cluster program, a throwaway
+    // cluster (REDIS_CLUSTER_NODES).
+    let started = Instant::now();
+    let cluster = match Cluster::start(sh) {
+        Ok(c) => {
+            println!(
+                "exporting REDIS_CLUSTER_NODES={} (throwaway cluster)",
+                c.nodes()
+            );
+            Some(c)
+        }
+        Err(e) => {
+            println!(
+                "note: no throwaway Redis Cluster ({e}); the Cluster program of \
+                 docs/guides/production.md will say so and stop"
+            );
+            None
+        }
+    };
+    let cluster_took = started.elapsed();
+    let mut doc_tests = cmd!(sh, "cargo test --workspace --all-features --doc");
+    if let Some(c) = &cluster {
+        doc_tests = doc_tests.env("REDIS_CLUSTER_NODES", c.nodes());
+    }
+    let result = doc_tests.run();
+    drop(cluster);
+    result.map_err(|e| step.fail(e))?;
+    println!(
+        "doc tests took {:.1?} (of which starting the cluster {:.1?})",
+        started.elapsed(),
+        cluster_took
+    );
 
     let step = Step {
         number: 6,
