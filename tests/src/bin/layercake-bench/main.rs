@@ -68,7 +68,7 @@ struct Args {
     file_dir: Option<PathBuf>,
     /// Internal: run the memory section's probe (the child process it starts) and exit.
     #[arg(long = "memory-probe", hide = true)]
-    memory_probe: bool,
+    memory_probe: Option<usize>,
 }
 
 /// The directory the file rows write under: `--file-dir`, else `/dev/shm` if it is a
@@ -184,8 +184,8 @@ fn main() -> Result<()> {
         std::process::exit(code);
     }
     let args = Args::parse();
-    if args.memory_probe {
-        return memory::probe();
+    if let Some(tasks) = args.memory_probe {
+        return memory::probe(tasks);
     }
     std::fs::create_dir_all(&args.out)?;
     let mode = if args.quick { "quick" } else { "full" };

@@ -40,10 +40,12 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The child: churn, then print `memory-probe: bound entries weighed_max capacity s1,s2,…`.
-pub(crate) fn probe() -> Result<()> {
+/// The child: churn from `tasks` tasks on as many workers, then print
+/// `memory-probe: bound entries weighed_max capacity s1,s2,…`.
+pub(crate) fn probe(tasks: usize) -> Result<()> {
+    let tasks = tasks.max(1) as u64;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(tasks as usize)
         .enable_all()
         .build()?;
     rt.block_on(async {
@@ -55,46 +57,70 @@ pub(crate) fn probe() -> Result<()> {
             Codec::json(),
         )?;
         let per_entry = Codec::json().encode(&Doc::sized(0, VALUE))?.bytes.len() as u64;
-        let total = BOUND * TIMES / per_entry;
         let baseline = rss_bytes();
+        // Fill to 90 % of the bound (no eviction): resident bytes per live entry.
+        write(&c, tasks, 0, 1).await?;
+        let fill = BOUND * 9 / 10 / l1.weighted_bytes().max(1);
+        write(&c, tasks, 1, fill).await?;
+        let fill_entries = l1.entries();
+        let fill_growth = rss_bytes().saturating_sub(baseline);
+        // Churn: ten times the bound in unique keys.
+        let total = BOUND * TIMES / per_entry;
         let mut samples = Vec::new();
         let mut weighed_max = 0;
-        for round in 0..10u64 {
-            let per_task = total / 10 / 2;
-            let tasks: Vec<_> = (0..2u64)
-                .map(|t| {
-                    let c = c.clone();
-                    tokio::spawn(async move {
-                        for i in 0..per_task {
-                            let id = (round * 2 + t) * per_task + i;
-                            let key = format!("churn:{id:09}");
-                            c.set(key.as_str(), Doc::sized(id, VALUE)).await?;
-                        }
-                        Ok::<_, layercake::Error>(())
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await??;
-            }
+        let mut next = 1 + fill;
+        for _ in 0..10 {
+            write(&c, tasks, next, total / 10).await?;
+            next += total / 10;
             weighed_max = weighed_max.max(l1.weighted_bytes());
             samples.push(rss_bytes().saturating_sub(baseline));
         }
         let samples: Vec<String> = samples.iter().map(u64::to_string).collect();
         println!(
-            "{MARK} {BOUND} {} {weighed_max} {} {}",
+            "{MARK} {BOUND} {} {weighed_max} {} {} {fill_entries} {fill_growth}",
             l1.entries(),
             l1.capacity_bytes(),
-            samples.join(",")
+            samples.join(","),
         );
         Ok(())
     })
 }
 
-/// Run the probe in a child process and record what it printed.
+/// Set documents `first..first + n` (unique keys) from `tasks` tasks.
+async fn write(c: &layercake::Cache, tasks: u64, first: u64, n: u64) -> Result<()> {
+    let per_task = n.div_ceil(tasks);
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let from = first + t * per_task;
+                for id in from..(from + per_task).min(first + n) {
+                    let key = format!("churn:{id:09}");
+                    c.set(key.as_str(), Doc::sized(id, VALUE)).await?;
+                }
+                Ok::<_, layercake::Error>(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await??;
+    }
+    Ok(())
+}
+
+/// Run the probe with one task (one allocator arena) and with two (two arenas: memory freed in
+/// one is not reused by the other thread), each in a child process, and record what they
+/// printed.
 pub(crate) async fn run(results: &mut Results) -> Result<()> {
+    for tasks in [1, 2] {
+        one(results, tasks).await?;
+    }
+    Ok(())
+}
+
+async fn one(results: &mut Results, tasks: usize) -> Result<()> {
     let out = tokio::process::Command::new(std::env::current_exe()?)
-        .arg(FLAG)
+        .arg(format!("{FLAG}={tasks}"))
         .env_remove("GLIBC_TUNABLES")
         .env(crate::MALLOC_MARK, "1")
         .output()
@@ -119,12 +145,15 @@ pub(crate) async fn run(results: &mut Results) -> Result<()> {
         .map(|s| s.parse::<u64>())
         .collect::<std::result::Result<Vec<_>, _>>()?;
     results.memory.push(MemoryRow {
+        tasks,
         bound: num(0)?,
         entries: num(1)?,
         weighed_max: num(2)?,
         capacity: num(3)?,
         written_times: TIMES,
         samples,
+        fill_entries: num(5)?,
+        fill_growth: num(6)?,
     });
     Ok(())
 }

@@ -187,6 +187,8 @@ pub(crate) struct GlueRow {
 /// Resident memory of an L1 under a churn of unique keys (measured in a child process).
 #[derive(Debug, Clone)]
 pub(crate) struct MemoryRow {
+    /// Tasks (and runtime workers) writing.
+    pub(crate) tasks: usize,
     /// The configured bound, bytes.
     pub(crate) bound: u64,
     /// Entries held at the end.
@@ -199,6 +201,10 @@ pub(crate) struct MemoryRow {
     pub(crate) written_times: u64,
     /// RSS growth over the start after each tenth of the churn, bytes.
     pub(crate) samples: Vec<u64>,
+    /// Entries after filling to 90 % of the bound (before the churn, nothing evicted).
+    pub(crate) fill_entries: u64,
+    /// RSS growth at that point, bytes.
+    pub(crate) fill_growth: u64,
 }
 
 /// Everything a run measured.
