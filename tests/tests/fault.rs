@@ -4,9 +4,8 @@
 //!
 //! Scenarios 12–17 check the write contract (issues 15 and 16): what `Ok` from `set`, `delete`
 //! and `invalidate_tag` promises once a faulted tier is back (12–16, helpers in `contract`),
-//! and read-your-writes of two instances with no fault (17). They are `#[ignore]`d until that
-//! contract lands; run them with
-//! `cargo nextest run -p layercake-tests --test fault --run-ignored only -E 'test(/scenario_1[2-7]/)' --no-capture`.
+//! and read-your-writes of two instances with no fault (17); run them alone with
+//! `cargo nextest run -p layercake-tests --test fault -E 'test(/scenario_1[2-7]/)' --no-capture`.
 //! Scenario 16 mounts a tmpfs of its own, so it needs root (or `CAP_SYS_ADMIN`).
 //!
 //! Scenarios that kill, freeze or restart a server start their own throwaway `redis-server` or

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use crate::capability::Capability;
 use crate::entry::Entry;
 use crate::error::{Error, Result};
+use crate::fill::{FillOutcome, Tombstone};
 use crate::key::Key;
 use crate::selector::Selector;
 
@@ -40,6 +41,38 @@ use crate::selector::Selector;
 /// - stored bytes that are not a valid envelope for the key are a miss, are removed, and are
 ///   counted in [`corrupt_reads`](Backend::corrupt_reads); they are never returned;
 /// - `health` is `Ok` when the backend can serve requests.
+///
+/// # Behavior: conditional fills and tombstones
+///
+/// An authoritative write (`set`, `delete`, `invalidate`) always applies. A *fill* (a
+/// promotion from a lower tier, or a loader's result written after its read) is conditional,
+/// so that it can never undo a newer write or a removal; removals that must hold against fills
+/// in flight leave short-lived tombstones. With [`Capability::conditional_fill`] the backend
+/// checks and writes atomically against every writer sharing its storage; without it the
+/// trait's defaults apply (see each method). Checked by the conformance suite:
+/// - `fill` of a key holding nothing (or only an expired entry) stores the entry and returns
+///   [`FillOutcome::Stored`]; `fill_many` is equivalent to a loop of `fill`;
+/// - `fill` never replaces a stored entry whose version is at or above the entry's: it returns
+///   [`FillOutcome::KeptNewer`] and the stored entry is unchanged; an older stored entry is
+///   replaced;
+/// - `delete_with(key, tombstone)` removes the entry like `delete` and, for `tombstone.ttl`,
+///   refuses every fill of the key at or below `tombstone.version`
+///   ([`FillOutcome::Tombstoned`]); a fill above it is stored, and `set` is never refused;
+/// - `invalidate_with(selector, tombstone)` removes what `invalidate(selector)` removes and,
+///   for `tombstone.ttl`, refuses fills at or below `tombstone.version` of keys starting with
+///   the prefix, or of entries carrying the tag;
+/// - tombstones are invisible: `get`, `get_many` and `keys_with_prefix` never return or list
+///   them, and they never count as entries;
+/// - a tombstone stops refusing once its `ttl` has passed (by the backend's clock, or the
+///   server's for backends without `clock_driven_expiry`); `clear` removes them all;
+/// - `fill` of an entry already past `retain_until` stores nothing, removes nothing and
+///   returns [`FillOutcome::Expired`];
+/// - a fill racing a `delete_with` of the same key never leaves an entry at or below the
+///   tombstone's version, whatever the interleaving.
+///
+/// A backend may keep a tombstone when a later `set` or `delete` of the key happens (the
+/// entry written by `set` refuses older fills anyway) or drop it; a newer tombstone of a key
+/// that has one keeps the higher version.
 #[async_trait]
 pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The backend kind: `"memory"`, `"redis"`, `"postgres"`, `"file"`, … (bounded, used in
@@ -115,6 +148,55 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
             Error::unsupported(format!("{} backend cannot list keys", self.kind()))
                 .with_backend(self.kind()),
         )
+    }
+
+    /// Write an entry only if nothing newer is known for its key: see the trait's
+    /// "conditional fills and tombstones" bullets.
+    ///
+    /// The default (for backends without [`Capability::conditional_fill`]) is a best-effort
+    /// `get`, version compare, then `set`: not atomic (a write or removal between the two
+    /// calls can be undone) and blind to tombstones; an already expired entry goes through
+    /// `set` (which stores nothing) and is reported as `Stored`.
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        if let Some(stored) = self.get(key).await?
+            && stored.version >= entry.version
+        {
+            return Ok(FillOutcome::KeptNewer);
+        }
+        self.set(key, entry).await?;
+        Ok(FillOutcome::Stored)
+    }
+
+    /// [`fill`](Backend::fill) several entries; one outcome per item, in order. The default
+    /// is a loop of `fill` that stops at the first error.
+    async fn fill_many(&self, items: &[(Key, Entry)]) -> Result<Vec<FillOutcome>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (k, e) in items {
+            out.push(self.fill(k, e).await?);
+        }
+        Ok(out)
+    }
+
+    /// Remove an entry and leave a tombstone that refuses fills of the key at or below
+    /// `tombstone.version` for `tombstone.ttl`. Removing a missing key succeeds (and still
+    /// leaves the tombstone).
+    ///
+    /// The default (for backends without [`Capability::conditional_fill`]) is
+    /// [`delete`](Backend::delete): no tombstone is kept.
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        let _ = tombstone;
+        self.delete(key).await
+    }
+
+    /// Remove every entry the selector matches and leave a tombstone that refuses fills of
+    /// matching keys (prefix) or entries (tag) at or below `tombstone.version` for
+    /// `tombstone.ttl`.
+    ///
+    /// The default (for backends without [`Capability::conditional_fill`]) is
+    /// [`invalidate`](Backend::invalidate): no tombstone is kept.
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        let _ = tombstone;
+        self.invalidate(selector).await
     }
 
     /// How many stored copies failed to decode and were removed since start.
@@ -224,6 +306,43 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
         Self: 'f,
     {
         (**self).keys_with_prefix(prefix, limit)
+    }
+    fn fill<'s, 'k, 'e, 'f>(&'s self, key: &'k Key, entry: &'e Entry) -> Fwd<'f, FillOutcome>
+    where
+        's: 'f,
+        'k: 'f,
+        'e: 'f,
+        Self: 'f,
+    {
+        (**self).fill(key, entry)
+    }
+    fn fill_many<'s, 'i, 'f>(&'s self, items: &'i [(Key, Entry)]) -> Fwd<'f, Vec<FillOutcome>>
+    where
+        's: 'f,
+        'i: 'f,
+        Self: 'f,
+    {
+        (**self).fill_many(items)
+    }
+    fn delete_with<'s, 'k, 'f>(&'s self, key: &'k Key, tombstone: Tombstone) -> Fwd<'f, ()>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        (**self).delete_with(key, tombstone)
+    }
+    fn invalidate_with<'s, 'x, 'f>(
+        &'s self,
+        selector: &'x Selector,
+        tombstone: Tombstone,
+    ) -> Fwd<'f, ()>
+    where
+        's: 'f,
+        'x: 'f,
+        Self: 'f,
+    {
+        (**self).invalidate_with(selector, tombstone)
     }
     fn corrupt_reads(&self) -> u64 {
         (**self).corrupt_reads()

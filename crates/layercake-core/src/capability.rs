@@ -41,6 +41,12 @@ pub struct Capability {
     /// around a tier's `get` when the tier's read timeout is not shorter (one timer per read,
     /// not two). `None`: unbounded, the composer's timer applies.
     pub get_timeout: Option<std::time::Duration>,
+    /// `fill`, `delete_with` and `invalidate_with` are the backend's own: a fill checks
+    /// versions and tombstones and writes atomically against every writer of the storage the
+    /// backend shares ([`shared`](Capability::shared) or not), and removals keep tombstones.
+    /// False: the [`Backend`](crate::Backend) defaults apply (a best-effort
+    /// get-compare-set; removals keep no tombstone).
+    pub conditional_fill: bool,
 }
 
 impl Capability {
@@ -58,6 +64,7 @@ impl Capability {
         durable: false,
         max_value_bytes: None,
         get_timeout: None,
+        conditional_fill: false,
     };
 }
 

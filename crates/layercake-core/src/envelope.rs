@@ -79,9 +79,19 @@ pub fn encode(key: &Key, entry: &Entry) -> Result<Vec<u8>> {
     encode_with_limits(key, entry, &EnvelopeLimits::default())
 }
 
-/// Encode with explicit limits; a value over a limit is a [`TooLarge`](crate::ErrorKind::TooLarge)
-/// error.
-pub fn encode_with_limits(key: &Key, entry: &Entry, limits: &EnvelopeLimits) -> Result<Vec<u8>> {
+/// The exact length [`encode_with_limits`] produces for `entry` under `key`, or the error it
+/// returns (a limit exceeded), without encoding anything: what a caller checks against a
+/// tier's [`max_value_bytes`](crate::Capability::max_value_bytes) before writing.
+///
+/// ```
+/// use layercake_core::{envelope, Entry, EnvelopeLimits, Key, Timestamp};
+/// use std::time::Duration;
+/// let key = Key::new("k").unwrap();
+/// let entry = Entry::new(&b"value"[..], Timestamp(5), Duration::from_secs(1)).with_tags(["t"]);
+/// let n = envelope::measure(&key, &entry, &EnvelopeLimits::default()).unwrap();
+/// assert_eq!(n, envelope::encode(&key, &entry).unwrap().len());
+/// ```
+pub fn measure(key: &Key, entry: &Entry, limits: &EnvelopeLimits) -> Result<usize> {
     let kb = key.as_bytes();
     if kb.len() > limits.max_key_len {
         return Err(Error::too_large(format!(
@@ -115,7 +125,14 @@ pub fn encode_with_limits(key: &Key, entry: &Entry, limits: &EnvelopeLimits) -> 
         }
         tags_len += 2 + t.len();
     }
-    let total = HEADER + kb.len() + tags_len + entry.value.len() + CHECKSUM;
+    Ok(HEADER + kb.len() + tags_len + entry.value.len() + CHECKSUM)
+}
+
+/// Encode with explicit limits; a value over a limit is a [`TooLarge`](crate::ErrorKind::TooLarge)
+/// error.
+pub fn encode_with_limits(key: &Key, entry: &Entry, limits: &EnvelopeLimits) -> Result<Vec<u8>> {
+    let total = measure(key, entry, limits)?;
+    let kb = key.as_bytes();
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&MAGIC);
     out.push(FORMAT_VERSION);

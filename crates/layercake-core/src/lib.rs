@@ -17,6 +17,7 @@ pub mod codec;
 pub mod entry;
 pub mod envelope;
 pub mod error;
+pub mod fill;
 pub mod key;
 pub mod lock;
 pub mod policy;
@@ -30,6 +31,7 @@ pub use codec::{Codec, Compression, Encoded, Format};
 pub use entry::{Entry, EntryFlags};
 pub use envelope::EnvelopeLimits;
 pub use error::{Error, ErrorKind, Result};
+pub use fill::{FillOutcome, Tombstone, TombstoneLog};
 pub use key::{DEFAULT_MAX_KEY_LEN, Key, KeyRule};
 pub use lock::{DistributedLock, LockToken};
 pub use policy::{

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use layercake_core::envelope;
 use layercake_core::{
-    Backend, Capability, Entry, Error, Key, Result, Selector, Timestamp, async_trait,
+    Backend, Capability, Entry, Error, FillOutcome, Key, Result, Selector, Timestamp, Tombstone,
+    async_trait,
 };
 use tokio::sync::Notify;
 
@@ -34,6 +35,12 @@ const MANY_CHUNK_MIN: usize = 8;
 /// - expired entries are misses, removed on read and by the periodic [`sweep`](Self::sweep);
 ///   garbled, truncated or foreign files are misses, removed and counted in
 ///   [`corrupt_reads`](Backend::corrupt_reads);
+/// - fills are conditional ([`Capability::conditional_fill`]) by the tier's own rename rule:
+///   under the key's stripe lock, just before the rename, the fill checks the tombstones
+///   (kept in this process's index, judged by the clock) and the version in the header of
+///   the file in place, and removes its temp file instead when refused. The guarantee covers
+///   the writers of this process: another process sharing the directory neither sees these
+///   tombstones nor takes these locks;
 /// - dropping the backend stops its background sweep.
 #[derive(Debug)]
 pub struct FileBackend {
@@ -216,6 +223,7 @@ impl Backend for FileBackend {
         c.reach = layercake_core::Reach::HostLocal;
         c.durable = true;
         c.max_value_bytes = Some(usize::try_from(self.store.max_bytes).unwrap_or(usize::MAX));
+        c.conditional_fill = true;
         c
     }
 
@@ -343,7 +351,34 @@ impl Backend for FileBackend {
         .await
     }
 
-    /// Removes every entry file of the directory, whoever wrote it.
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        let Write::File(w) = self.prepare(key, entry)? else {
+            return Ok(FillOutcome::Expired);
+        };
+        let store = self.store.clone();
+        let version = entry.version;
+        blocking(move || store.fill(&w.key, &w.bytes, w.tags, w.retain, version)).await
+    }
+
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        let store = self.store.clone();
+        let key = key.clone();
+        blocking(move || store.delete_with(&key, tombstone)).await
+    }
+
+    /// Records the tombstone (under every stripe lock), then removes as `invalidate`.
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        let store = self.store.clone();
+        let sel = selector.clone();
+        blocking(move || {
+            store.record_selector(&sel, tombstone);
+            Ok(())
+        })
+        .await?;
+        self.invalidate(selector).await
+    }
+
+    /// Removes every entry file of the directory, whoever wrote it (and every tombstone).
     async fn clear(&self) -> Result<()> {
         let store = self.store.clone();
         blocking(move || store.clear()).await

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use layercake_core::{Selector, Timestamp};
+use layercake_core::{Selector, Timestamp, TombstoneLog};
 
 use crate::layout::Hash;
 
@@ -61,6 +61,8 @@ pub(crate) struct Index {
     bytes: u64,
     last_stamp: u64,
     seq: u64,
+    /// Tombstones left by `delete_with` / `invalidate_with` (this process's only).
+    pub(crate) tombstones: TombstoneLog,
 }
 
 /// A time for [`Meta::used`]: now, in nanoseconds since the epoch.

@@ -2,6 +2,7 @@
 
 mod backend;
 mod config;
+mod fill;
 mod index;
 mod inspect;
 mod layout;

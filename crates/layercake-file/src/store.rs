@@ -297,8 +297,13 @@ impl Store {
         Ok((store, report?))
     }
 
-    fn stripe(&self, h: &Hash) -> &Mutex<()> {
+    pub(crate) fn stripe(&self, h: &Hash) -> &Mutex<()> {
         &self.stripes[h[0] as usize % STRIPES]
+    }
+
+    /// Every stripe lock, in order (always taken in this order, so never deadlocks).
+    pub(crate) fn lock_all_stripes(&self) -> Vec<parking_lot::MutexGuard<'_, ()>> {
+        self.stripes.iter().map(|s| s.lock()).collect()
     }
 
     /// Number of stored copies that failed to decode and were removed.
@@ -487,6 +492,21 @@ impl Store {
         tags: Arc<[String]>,
         retain_until: Timestamp,
     ) -> Result<()> {
+        self.write_checked(key, bytes, tags, retain_until, |_| true)
+            .map(|_| ())
+    }
+
+    /// [`write`](Store::write), with `check` run under the key's stripe lock just before the
+    /// rename (given the entry file's path): when it returns false the temp file is removed
+    /// and nothing changes. Returns whether the file was renamed into place.
+    pub(crate) fn write_checked(
+        &self,
+        key: &Key,
+        bytes: &[u8],
+        tags: Arc<[String]>,
+        retain_until: Timestamp,
+        check: impl FnOnce(&Path) -> bool,
+    ) -> Result<bool> {
         let h = layout::key_hash(key.as_str());
         let dir = layout::shard_dir(&self.root, &h);
         let tmp = dir.join(layout::temp_name());
@@ -503,6 +523,10 @@ impl Store {
         let path = layout::entry_path(&self.root, &h);
         {
             let _g = self.stripe(&h).lock();
+            if !check(&path) {
+                let _ = fs::remove_file(&tmp);
+                return Ok(false);
+            }
             if let Err(e) = fs::rename(&tmp, &path) {
                 let _ = fs::remove_file(&tmp);
                 return Err(io_error("renaming a temp file into place", e));
@@ -523,7 +547,7 @@ impl Store {
             sync_dir(&dir).map_err(|e| io_error("syncing the shard directory", e))?;
         }
         self.evict();
-        Ok(())
+        Ok(true)
     }
 
     /// Remove `key`'s file and record, whatever version it is.
@@ -721,7 +745,9 @@ impl Store {
                 }
             }
         }
-        self.index.write().retain_seen(&HashSet::new(), start_seq);
+        let mut ix = self.index.write();
+        ix.retain_seen(&HashSet::new(), start_seq);
+        ix.tombstones.clear();
         Ok(())
     }
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use layercake_core::{
-    Backend, Bytes, Capability, Compression, Entry, Error, Key, Result, Selector, SharedClock,
-    Timestamp,
+    Backend, Bytes, Capability, Compression, Entry, Error, FillOutcome, Key, Result, Selector,
+    SharedClock, Timestamp, Tombstone, TombstoneLog,
 };
+use parking_lot::RwLock;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
 
@@ -16,7 +17,7 @@ use crate::config::MemoryConfig;
 /// Share of each shard's capacity that quick_cache's "hot" section may hold; an entry heavier
 /// than this share of one shard is never admitted. Set explicitly (it is quick_cache's default)
 /// so [`MemoryBackend::max_entry_weight`] stays exact.
-const HOT_ALLOCATION: f64 = 0.97;
+pub(crate) const HOT_ALLOCATION: f64 = 0.97;
 
 /// Bytes an allocation costs beyond what it asks for (glibc: a size word, and the request
 /// rounded up to 16 bytes).
@@ -49,13 +50,13 @@ const ZSTD_UNKNOWN_FACTOR: u64 = 4;
 
 /// The weight of a stored entry: [`Entry::weight`] plus the key, plus the decoded value when
 /// the entry carries one (see [`decoded_weight`]).
-fn weigh(key: &Key, entry: &Entry) -> u64 {
+pub(crate) fn weigh(key: &Key, entry: &Entry) -> u64 {
     bytes_weight(key, entry) + decoded_weight(entry)
 }
 
 /// The weight of an entry without its decoded value: [`Entry::weight`], the key and
 /// [`ENTRY_OVERHEAD`].
-fn bytes_weight(key: &Key, entry: &Entry) -> u64 {
+pub(crate) fn bytes_weight(key: &Key, entry: &Entry) -> u64 {
     entry.weight() as u64 + key.len() as u64 + ENTRY_OVERHEAD
 }
 
@@ -73,6 +74,19 @@ fn resident_copy(payload: &Bytes) -> Bytes {
     // buffer happens here, not on the first read).
     drop(copy.clone());
     copy
+}
+
+/// `entry` as the tier stores it (its bytes already checked against `max_entry_weight`):
+/// without its decoded value when it fits only without it (a hit then decodes the bytes), and
+/// with its payload in an allocation of its own (see [`resident_copy`]).
+pub(crate) fn stored_copy(key: &Key, entry: &Entry, max_entry_weight: u64) -> Entry {
+    let mut stored = if weigh(key, entry) > max_entry_weight {
+        entry.clone().without_decoded()
+    } else {
+        entry.clone()
+    };
+    stored.value = resident_copy(&entry.value);
+    stored
 }
 
 /// An estimate of what the decoded value kept beside the bytes holds: the payload's
@@ -130,7 +144,7 @@ fn zstd_content_size(frame: &[u8]) -> Option<u64> {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct EntryWeighter;
+pub(crate) struct EntryWeighter;
 
 impl Weighter<Key, Arc<Entry>> for EntryWeighter {
     fn weight(&self, key: &Key, entry: &Arc<Entry>) -> u64 {
@@ -151,13 +165,17 @@ impl Weighter<Key, Arc<Entry>> for EntryWeighter {
 ///   shared entry, table slot), plus, when it carries a decoded value, an estimate of that
 ///   value (the payload's uncompressed length, as its lz4 or zstd header states it, + a fixed
 ///   overhead). Both copies are held, so both are weighed; the payload is kept in an
-///   allocation of exactly its length (copied on `set`). Resident memory then follows the
-///   bound (measured by `cargo xtask bench`, section `memory`);
+///   allocation of exactly its length (copied on `set` and `fill`). Resident memory then
+///   follows the bound (measured by `cargo xtask bench`, section `memory`);
 /// - an entry whose bytes alone weigh more than
-///   [`max_entry_weight`](MemoryBackend::max_entry_weight) is refused: `set` returns a
-///   [`TooLarge`](layercake_core::ErrorKind::TooLarge) error and removes any older copy of the
-///   key (so no stale value survives a failed write); one that fits only without its decoded
-///   value is kept without it (a hit then decodes the bytes);
+///   [`max_entry_weight`](MemoryBackend::max_entry_weight) is refused: `set` (and `fill`)
+///   return a [`TooLarge`](layercake_core::ErrorKind::TooLarge) error and change nothing: an
+///   older copy of the key stays readable (a rejected write touches nothing); one that fits
+///   only without its decoded value is kept without it (a hit then decodes the bytes);
+/// - fills are conditional ([`Capability::conditional_fill`]): compared and written under the
+///   key's shard write lock, so a concurrent `set` or `delete` of the key always stands;
+///   tombstones of `delete_with` / `invalidate_with` are kept in process (not weighed against
+///   `max_bytes`; expired ones are pruned as more are recorded) and judged by the clock;
 /// - expiry is exact: every read compares `retain_until` with the configured clock, and an
 ///   expired entry found by a read is removed then and there; expired entries nobody reads
 ///   stay (weighing, but never returned) until evicted by pressure, removed by an
@@ -169,9 +187,11 @@ impl Weighter<Key, Arc<Entry>> for EntryWeighter {
 ///   `native_bulk`.
 pub struct MemoryBackend {
     /// Entries are shared (`Arc`), so a read touches one reference count, not one per field.
-    cache: Cache<Key, Arc<Entry>, EntryWeighter, DefaultHashBuilder>,
-    clock: SharedClock,
-    max_entry_weight: u64,
+    pub(crate) cache: Cache<Key, Arc<Entry>, EntryWeighter, DefaultHashBuilder>,
+    pub(crate) clock: SharedClock,
+    pub(crate) max_entry_weight: u64,
+    /// Read-locked by fills from their check to their write; write-locked to record one.
+    pub(crate) tombstones: RwLock<TombstoneLog>,
 }
 
 impl fmt::Debug for MemoryBackend {
@@ -182,6 +202,7 @@ impl fmt::Debug for MemoryBackend {
             .field("max_entry_weight", &self.max_entry_weight)
             .field("entries", &self.cache.len())
             .field("weighted_bytes", &self.cache.weight())
+            .field("tombstones", &self.tombstones())
             .field("clock", &self.clock)
             .finish()
     }
@@ -218,6 +239,7 @@ impl MemoryBackend {
             cache,
             clock: config.clock,
             max_entry_weight,
+            tombstones: RwLock::new(TombstoneLog::new()),
         })
     }
 
@@ -292,31 +314,19 @@ impl MemoryBackend {
         self.cache.remove_if(key, |e| !e.is_retained(now));
     }
 
-    /// [`Backend::set`] without the boxed future.
+    /// [`Backend::set`] without the boxed future. An entry over
+    /// [`max_entry_weight`](MemoryBackend::max_entry_weight) is a `TooLarge` error and changes
+    /// nothing (an older copy stays).
     pub fn set_sync(&self, key: &Key, entry: &Entry) -> Result<()> {
         if !entry.is_retained(self.clock.now()) {
             self.cache.remove(key);
             return Ok(());
         }
-        let bytes_only = bytes_weight(key, entry);
-        if bytes_only > self.max_entry_weight {
-            self.cache.remove(key);
-            return Err(Error::too_large(format!(
-                "entry of weight {bytes_only} bytes is over the memory tier's per-entry limit of \
-                 {} bytes (capacity / shards × {HOT_ALLOCATION})",
-                self.max_entry_weight
-            ))
-            .with_backend("memory"));
-        }
-        let mut stored = if bytes_only + decoded_weight(entry) > self.max_entry_weight {
-            // Too heavy with its decoded value, light enough without: keep the bytes only
-            // (a hit then decodes them).
-            entry.clone().without_decoded()
-        } else {
-            entry.clone()
-        };
-        stored.value = resident_copy(&entry.value);
-        self.cache.insert(key.clone(), Arc::new(stored));
+        self.check_weight(key, entry)?;
+        self.cache.insert(
+            key.clone(),
+            Arc::new(stored_copy(key, entry, self.max_entry_weight)),
+        );
         Ok(())
     }
 
@@ -357,6 +367,7 @@ impl Backend for MemoryBackend {
         c.durable = false;
         c.max_value_bytes =
             usize::try_from(self.max_entry_weight.saturating_sub(VALUE_HEADROOM)).ok();
+        c.conditional_fill = true;
         c
     }
 
@@ -425,8 +436,30 @@ impl Backend for MemoryBackend {
     }
 
     async fn clear(&self) -> Result<()> {
-        self.cache.clear();
+        self.clear_all();
         Ok(())
+    }
+
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        self.fill_sync(key, entry)
+    }
+
+    /// Stops at the first error (an entry over the per-entry limit), like the default.
+    async fn fill_many(&self, items: &[(Key, Entry)]) -> Result<Vec<FillOutcome>> {
+        items.iter().map(|(k, e)| self.fill_sync(k, e)).collect()
+    }
+
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        self.delete_with_sync(key, tombstone);
+        Ok(())
+    }
+
+    /// Records the tombstone, then scans like `invalidate`.
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        if matches!(selector, Selector::Prefix(_) | Selector::Tag(_)) {
+            self.record_selector(selector, tombstone);
+        }
+        self.invalidate(selector).await
     }
 
     /// A scan of every entry (one shard lock at a time).
@@ -520,7 +553,18 @@ mod tests {
         let err = b.set(&k, &over).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::TooLarge);
         assert_eq!(err.backend(), Some("memory"));
-        assert_eq!(b.get(&k).await.unwrap(), None, "the older copy is removed");
+        assert_eq!(
+            b.get(&k).await.unwrap(),
+            Some(fits.clone()),
+            "the older copy stays: a refused write changes nothing"
+        );
+        let err = b.fill(&k, &over.clone().with_version(9)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TooLarge);
+        assert_eq!(
+            b.get(&k).await.unwrap(),
+            Some(fits.clone()),
+            "nor does a fill"
+        );
         let cap = b.capability().max_value_bytes.unwrap() as u64;
         assert!(cap < max && cap + 4096 == max);
     }
@@ -629,7 +673,11 @@ mod tests {
         ] {
             let k = key(name);
             let e = decoded_entry(codec, &text, clock.now());
-            assert_eq!(e.compression.as_str(), name, "the value compresses with {name}");
+            assert_eq!(
+                e.compression.as_str(),
+                name,
+                "the value compresses with {name}"
+            );
             assert_eq!(
                 weigh(&k, &e),
                 bytes_weight(&k, &e) + json_len + DECODED_OVERHEAD,

@@ -2,6 +2,7 @@
 
 mod backend;
 mod config;
+mod fill;
 
 pub use backend::MemoryBackend;
 pub use config::MemoryConfig;

@@ -12,8 +12,8 @@ use deadpool_postgres::{
     ClientWrapper, Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
 };
 use layercake_core::{
-    Backend, Bytes, Capability, Entry, Error, Key, Result, Selector, SharedClock, Timestamp,
-    envelope,
+    Backend, Bytes, Capability, Entry, Error, FillOutcome, Key, Result, Selector, SharedClock,
+    Timestamp, Tombstone, envelope,
 };
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
@@ -47,29 +47,29 @@ pub(crate) struct Shared {
 /// dropped otherwise — the operation timed out or was cancelled mid-query, or the connection
 /// failed — takes its connection out of the pool and closes it, so a connection with a
 /// response still in flight, or to a frozen server, is never handed out again.
-struct Lease {
+pub(crate) struct Lease {
     obj: Option<Object>,
 }
 
 impl Lease {
-    fn client(&self) -> Option<&ClientWrapper> {
+    pub(crate) fn client(&self) -> Option<&ClientWrapper> {
         self.obj.as_deref()
     }
 
     /// Whether the connection had served an earlier checkout (a fresh one cannot be stale).
-    fn reused(&self) -> bool {
+    pub(crate) fn reused(&self) -> bool {
         self.obj
             .as_ref()
             .is_some_and(|o| Object::metrics(o).recycle_count > 0)
     }
 
-    fn release(mut self) {
+    pub(crate) fn release(mut self) {
         // Dropping the object returns it to the pool.
         drop(self.obj.take());
     }
 
     /// Keep the connection after an SQL error the server reported (it is still usable).
-    fn finish_after(self, e: &tokio_postgres::Error) {
+    pub(crate) fn finish_after(self, e: &tokio_postgres::Error) {
         if e.as_db_error().is_some() && !e.is_closed() {
             self.release();
         }
@@ -123,16 +123,21 @@ macro_rules! run {
             .await
     }};
 }
+pub(crate) use run;
 
 impl Shared {
-    async fn timed<T>(&self, op: &'static str, f: impl Future<Output = Result<T>>) -> Result<T> {
+    pub(crate) async fn timed<T>(
+        &self,
+        op: &'static str,
+        f: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         match tokio::time::timeout(self.op_timeout, f).await {
             Ok(r) => r,
             Err(_) => Err(error::timeout(op, self.op_timeout)),
         }
     }
 
-    async fn checkout(&self, op: &'static str) -> Result<Lease> {
+    pub(crate) async fn checkout(&self, op: &'static str) -> Result<Lease> {
         self.startup.check(op, &self.endpoint)?;
         let obj = self
             .pool
@@ -184,6 +189,10 @@ fn to_sql_ms(t: Timestamp) -> i64 {
 ///   read as a parameter; the reaper deletes expired rows in the background;
 /// - every operation runs within the operation timeout, checkout included; errors are mapped
 ///   as described in the crate documentation and carry the backend kind `"postgres"`;
+/// - fills are conditional ([`Capability::conditional_fill`]): one `INSERT … ON CONFLICT …
+///   WHERE` refused by a newer stored version or a live tombstone (rows of `<table>_tomb`),
+///   followed in the same pipeline by a statement that removes the row again if a tombstone
+///   committed meanwhile refuses it; the reaper also deletes expired tombstones;
 /// - dropping the backend stops its reaper.
 ///
 /// See the crate documentation for an example.
@@ -431,6 +440,7 @@ impl Backend for PostgresBackend {
         // an unlogged table is emptied only by a server crash (see the README).
         c.durable = true;
         c.max_value_bytes = Some(self.max_value_bytes);
+        c.conditional_fill = true;
         c
     }
 
@@ -653,7 +663,25 @@ impl Backend for PostgresBackend {
             let st = c.prepare_cached(sql).await?;
             c.execute(&st, &[]).await
         })?;
-        Ok(())
+        self.shared.clear_tombstones().await
+    }
+
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        if !entry.is_retained(self.shared.clock.now()) {
+            return Ok(FillOutcome::Expired);
+        }
+        let bytes = self.encode(key, entry)?;
+        self.shared.fill(key, entry, bytes).await
+    }
+
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        self.shared.delete_with(key, tombstone).await
+    }
+
+    /// Records the tombstone (committed), then removes as `invalidate`.
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        self.shared.record_selector(selector, tombstone).await?;
+        self.invalidate(selector).await
     }
 
     async fn health(&self) -> Result<()> {

@@ -4,6 +4,7 @@ mod backend;
 mod backplane;
 mod config;
 mod error;
+mod fill;
 mod ident;
 mod inspect;
 mod prefix;

@@ -9,7 +9,7 @@ use crate::backend::Shared;
 use crate::config::ReaperConfig;
 
 /// Every `interval`, delete expired rows `batch_size` at a time until a batch comes back
-/// short. Each batch is one short statement (its own transaction), so the reaper never holds
+/// short, then the expired tombstones. Each batch is one short statement (its own transaction), so the reaper never holds
 /// locks on many rows at once. Errors are counted and the pass ends; the next tick retries.
 /// The task ends when aborted (the backend's drop or `stop_reaper`).
 pub(crate) async fn run(shared: Arc<Shared>, cfg: ReaperConfig) {
@@ -28,6 +28,10 @@ pub(crate) async fn run(shared: Arc<Shared>, cfg: ReaperConfig) {
                     break;
                 }
             }
+        }
+        // Tombstones are few and short-lived: one statement per pass.
+        if shared.reap_tombstones().await.is_err() {
+            shared.reaper_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

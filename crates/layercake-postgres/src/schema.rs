@@ -1,4 +1,4 @@
-//! Start-up schema creation and migration, serialized across instances with an advisory lock.
+//! Start-up schema creation and migration, serialized across instances with advisory locks.
 
 use deadpool_postgres::Object;
 use layercake_core::Result;
@@ -8,7 +8,15 @@ use crate::error;
 use crate::ident::quote;
 
 /// The schema version this crate writes.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
+
+/// The name of the tombstone table of `table` (the suffix fits [`MAX_TABLE_NAME_LEN`]'s
+/// room).
+///
+/// [`MAX_TABLE_NAME_LEN`]: crate::MAX_TABLE_NAME_LEN
+pub(crate) fn tomb_table(table: &str) -> String {
+    format!("{table}_tomb")
+}
 
 /// Create the schema, the migrations table and the cache table with its indexes, or bring
 /// them up to [`SCHEMA_VERSION`].
@@ -16,6 +24,8 @@ pub(crate) const SCHEMA_VERSION: i32 = 1;
 /// - runs in one transaction holding `pg_advisory_xact_lock` on a hash of the schema name, so
 ///   concurrent start-ups of several instances (of one table or of several tables in the
 ///   schema) do not race on `CREATE … IF NOT EXISTS`;
+/// - version 1 creates the cache table and its indexes; version 2 adds the tombstone table
+///   `<table>_tomb` (kind, selector, version, expiry) of conditional fills;
 /// - a table recorded at a newer version than this crate knows is a `Config` error;
 /// - an existing table of the other kind (logged / unlogged) is a `Config` error naming the
 ///   `ALTER TABLE … SET LOGGED | UNLOGGED` that converts it (a rewrite is never done
@@ -73,11 +83,11 @@ pub(crate) async fn migrate(
              layercake-postgres ({SCHEMA_VERSION}); upgrade the crate"
         )));
     }
+    let unlogged = match kind {
+        TableKind::Logged => "",
+        TableKind::Unlogged => "UNLOGGED ",
+    };
     if current < 1 {
-        let unlogged = match kind {
-            TableKind::Logged => "",
-            TableKind::Unlogged => "UNLOGGED ",
-        };
         let tags_idx = quote(&format!("{table}_tags_gin"));
         let exp_idx = quote(&format!("{table}_expires_at"));
         tx.batch_execute(&format!(
@@ -92,7 +102,22 @@ pub(crate) async fn migrate(
         .await
         .map_err(|e| error::pg(op, e))?;
     }
-    // Future migrations: `if current < 2 { … }`.
+    if current < 2 {
+        let tomb = format!("{s}.{}", quote(&tomb_table(table)));
+        let pk = quote(&format!("{table}_tomb_pk"));
+        // kind: 0 key, 1 prefix, 2 tag; version: 8 bytes big-endian (compares as unsigned).
+        tx.batch_execute(&format!(
+            "CREATE {unlogged}TABLE IF NOT EXISTS {tomb} (
+                 kind smallint NOT NULL,
+                 sel bytea NOT NULL,
+                 version bytea NOT NULL,
+                 expires_at bigint NOT NULL,
+                 CONSTRAINT {pk} PRIMARY KEY (kind, sel));"
+        ))
+        .await
+        .map_err(|e| error::pg(op, e))?;
+    }
+    // Future migrations: `if current < 3 { … }`.
     if current < SCHEMA_VERSION {
         tx.execute(
             &format!(

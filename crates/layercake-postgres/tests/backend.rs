@@ -151,7 +151,7 @@ async fn concurrent_startups_migrate_once_and_quote_names() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let indexes: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",

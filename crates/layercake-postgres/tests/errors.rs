@@ -2,7 +2,10 @@
 //! is named as the server names it, a refused connection names `host:port`, and neither shows
 //! the password.
 
-#![allow(clippy::unwrap_used)] // helpers of tests: a panic is a test failure
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: a panic is a test failure"
+)]
 
 mod support;
 

@@ -4,7 +4,10 @@
 //! Concurrent start-ups migrating one schema all succeed. Nothing sleeps to assert: each wait
 //! polls with a bound.
 
-#![allow(clippy::unwrap_used)] // helpers of tests: a panic is a test failure
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: a panic is a test failure"
+)]
 
 mod support;
 

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use layercake_core::envelope;
 use layercake_core::{
-    Backend, Bytes, Capability, Entry, Error, ErrorKind, Key, Result, Selector, async_trait,
+    Backend, Bytes, Capability, Entry, Error, ErrorKind, FillOutcome, Key, Result, Selector,
+    Tombstone, async_trait,
 };
 use redis::{Cmd, Value};
 
@@ -29,7 +30,13 @@ use crate::keys::{Layout, tag_section_bound, tags_from_head};
 /// - tagged entries are indexed in one set per tag; `invalidate(Tag(t))` removes only members
 ///   whose stored envelope still carries `t`;
 /// - stored bytes that are not a valid envelope for the key are a miss, are `UNLINK`ed, and
-///   counted in [`corrupt_reads`](Backend::corrupt_reads).
+///   counted in [`corrupt_reads`](Backend::corrupt_reads);
+/// - fills are conditional ([`Capability::conditional_fill`]): one Lua script per fill
+///   compares the key's tombstone and stored version and writes, atomically, on a standalone
+///   server and on a cluster (the tombstone shares the entry's slot); selector tombstones are
+///   checked in the same script on a standalone server, before and after the write on a
+///   cluster (a refused fill may be visible for a few milliseconds there before it removes
+///   itself). Tombstones expire by the server's clock.
 ///
 /// ```no_run
 /// use layercake_core::{Backend, Entry, Key, Timestamp};
@@ -119,6 +126,10 @@ impl RedisBackend {
 
     pub(crate) fn redis(&self) -> &Redis {
         &self.inner.redis
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.inner.layout
     }
 
     pub(crate) fn lock_key(&self, key: &Key) -> String {
@@ -217,7 +228,11 @@ impl RedisBackend {
         for node in self.scan_nodes().await? {
             let mut cursor: u64 = 0;
             loop {
-                let (next, keys) = self.scan_step(node.as_ref(), cursor, &pattern).await?;
+                let (next, mut keys) = self.scan_step(node.as_ref(), cursor, &pattern).await?;
+                if !user_prefix.is_empty() {
+                    // Tombstones of keys under the prefix stay (they refuse older fills).
+                    keys.retain(|k| self.inner.layout.is_entry(k));
+                }
                 self.unlink(&keys).await?;
                 cursor = next;
                 if cursor == 0 {
@@ -368,6 +383,7 @@ impl Backend for RedisBackend {
         c.durable = false;
         c.max_value_bytes = Some(512 * 1024 * 1024);
         c.get_timeout = Some(self.inner.config.operation_timeout);
+        c.conditional_fill = true;
         c
     }
 
@@ -483,6 +499,22 @@ impl Backend for RedisBackend {
 
     async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
         self.list_keys(prefix, limit).await
+    }
+
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        self.fill_entry(key, entry).await
+    }
+
+    async fn fill_many(&self, items: &[(Key, Entry)]) -> Result<Vec<FillOutcome>> {
+        self.fill_entries(items).await
+    }
+
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        self.delete_with_tombstone(key, tombstone).await
+    }
+
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        self.invalidate_with_tombstone(selector, tombstone).await
     }
 
     async fn clear(&self) -> Result<()> {

@@ -3,7 +3,8 @@
 //! Mapping (every error carries `backend = "redis"`):
 //! - I/O errors (refused, reset, broken pipe, EOF), a missing cluster connection,
 //!   `CLUSTERDOWN`, `MASTERDOWN`, `TRYAGAIN`, `LOADING`, `READONLY`, `OOM`, `BUSY` →
-//!   [`Unavailable`](ErrorKind::Unavailable), temporary;
+//!   [`Unavailable`](ErrorKind::Unavailable), temporary (a failed pipeline is judged by its
+//!   first failed command);
 //! - an I/O timeout, an operation past its deadline, a pool wait past its deadline →
 //!   [`Timeout`](ErrorKind::Timeout), temporary;
 //! - failed authentication and missing ACL permission (`NOAUTH`, `WRONGPASS`, `NOPERM`) →
@@ -24,7 +25,13 @@ pub(crate) const BACKEND: &str = "redis";
 /// Map a redis-rs error to the core error.
 pub(crate) fn map_err(e: RedisError) -> Error {
     use redis::ErrorKind as K;
-    let code = e.code().map(str::to_owned);
+    // A failed pipeline (e.g. a tagged write) has no code of its own: its first failed
+    // command's code decides (an `OOM` inside a pipeline is as temporary as a lone one).
+    let code = e.code().map(str::to_owned).or_else(|| {
+        e.clone()
+            .into_server_errors()
+            .and_then(|items| items.first().map(|(_, s)| s.code().to_owned()))
+    });
     let (kind, temporary, what): (ErrorKind, bool, &'static str) = match e.kind() {
         K::Io if e.is_timeout() => (ErrorKind::Timeout, true, "redis I/O timed out"),
         K::Io => (ErrorKind::Unavailable, true, "redis connection failed"),

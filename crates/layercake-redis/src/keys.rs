@@ -5,9 +5,19 @@
 //!   (unprefixed) keys written with that tag. [`Key`]s never contain control characters and
 //!   the prefix has none, so no entry key can start with `prefix + "\0"`: the two spaces never
 //!   collide, and a prefix scan for a user prefix never meets a tag set;
+//! - the tombstone of a key (left by `delete_with`) is a string at the entry key +
+//!   `"\0tomb:"` + three characters chosen so that it hashes to the entry's cluster slot (a
+//!   fill's script touches both); it holds the tombstone's version (8 bytes, big-endian) and
+//!   expires by `PX`. A key never contains `\0`, so no entry key collides with it; key
+//!   listings skip it;
+//! - the selector tombstones (left by `invalidate_with`) are the fields of one hash at
+//!   `prefix + "\0marks"`: field `"p" + prefix` or `"t" + tag`, value version (8 bytes,
+//!   big-endian) then expiry in server milliseconds (8 bytes, big-endian);
 //! - no hash tags are added: in a cluster, entries spread over every slot; operations that
 //!   touch several slots (tag writes, `MGET`, `UNLINK`) are split per slot by the backend or
 //!   by redis-rs.
+
+use std::sync::OnceLock;
 
 use layercake_core::envelope::{self, HeaderInfo};
 use layercake_core::{Error, Key, Result};
@@ -81,6 +91,25 @@ impl Layout {
         format!("{}\0tag:{tag}", self.prefix)
     }
 
+    /// Where the tombstone of `key` lives: same cluster slot as its entry (see the module
+    /// docs).
+    pub(crate) fn tombstone(&self, key: &Key) -> String {
+        tombstone_of(&self.entry(key))
+    }
+
+    /// Where the selector tombstones of this cache live.
+    pub(crate) fn marks(&self) -> String {
+        format!("{}\0marks", self.prefix)
+    }
+
+    /// Whether `redis_key` (a key of this cache, as `SCAN` returns it) is an entry, not a
+    /// tombstone, tag index or lock (those hold a control character after the prefix).
+    pub(crate) fn is_entry(&self, redis_key: &str) -> bool {
+        redis_key
+            .get(self.prefix.len()..)
+            .is_some_and(|k| !k.contains('\0'))
+    }
+
     /// The `SCAN MATCH` pattern for every key of this cache starting with `user_prefix`.
     pub(crate) fn scan_pattern(&self, user_prefix: &str) -> String {
         let mut p = escape_glob(&self.prefix);
@@ -88,6 +117,91 @@ impl Layout {
         p.push('*');
         p
     }
+}
+
+/// Marker between an entry key and the slot-fixing characters of its tombstone.
+const TOMB_SUFFIX: &str = "\0tomb:";
+
+/// Characters the slot fix is made of: printable, no `{` or `}` (so it never forms a hash
+/// tag), no glob characters.
+const FIX_ALPHABET: &[u8; 64] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-";
+
+/// The tombstone key of the entry key `entry`: `entry + "\0tomb:" + fix`, where `fix` (three
+/// characters, empty when the entry key has a hash tag, which the suffix keeps) makes the
+/// whole key hash to the entry's cluster slot.
+pub(crate) fn tombstone_of(entry: &str) -> String {
+    let mut t = String::with_capacity(entry.len() + TOMB_SUFFIX.len() + 3);
+    t.push_str(entry);
+    t.push_str(TOMB_SUFFIX);
+    if hash_tag(entry.as_bytes()).is_some() {
+        // The first `{` and the first `}` after it are both in the entry key: the suffix
+        // changes neither, so both keys hash the same tag.
+        return t;
+    }
+    // Both keys are hashed whole (the fix has no braces, so no tag appears). CRC-16/XMODEM
+    // is linear: crc(t ‖ fix) = crc(t ‖ 000) ⊕ crc(fix), so the fix whose CRC makes up the
+    // difference to the entry's slot is looked up.
+    let mut padded = t.as_bytes().to_vec();
+    padded.extend_from_slice(&[0, 0, 0]);
+    let need = (crc16(entry.as_bytes()) ^ crc16(&padded)) & SLOT_MASK;
+    let fix = fix_table()[need as usize];
+    // The alphabet is ASCII.
+    t.extend(fix.iter().map(|&b| b as char));
+    t
+}
+
+const SLOT_MASK: u16 = 0x3FFF;
+
+/// CRC-16/XMODEM (polynomial 0x1021, initial value 0), the hash of Redis Cluster slots.
+pub(crate) fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The hash tag of a Redis key: the bytes between the first `{` and the first `}` after it,
+/// if not empty.
+fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|&b| b == b'{')?;
+    let close = key[open + 1..].iter().position(|&b| b == b'}')?;
+    (close > 0).then(|| &key[open + 1..open + 1 + close])
+}
+
+/// The cluster slot of a Redis key.
+#[cfg(test)]
+pub(crate) fn slot(key: &[u8]) -> u16 {
+    crc16(hash_tag(key).unwrap_or(key)) & SLOT_MASK
+}
+
+/// For each 14-bit value, three alphabet characters whose CRC-16 has those low bits (every
+/// value is reachable; checked by a test). Built once, on first use (~260 k CRCs of 3 bytes).
+fn fix_table() -> &'static [[u8; 3]] {
+    static TABLE: OnceLock<Vec<[u8; 3]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = vec![[0u8; 3]; usize::from(SLOT_MASK) + 1];
+        let mut found = vec![false; table.len()];
+        for &a in FIX_ALPHABET {
+            for &b in FIX_ALPHABET {
+                for &c in FIX_ALPHABET {
+                    let v = usize::from(crc16(&[a, b, c]) & SLOT_MASK);
+                    if !found[v] {
+                        found[v] = true;
+                        table[v] = [a, b, c];
+                    }
+                }
+            }
+        }
+        table
+    })
 }
 
 /// Escape the glob characters of Redis `MATCH` patterns (`*`, `?`, `[`, `]`, `\`) so that
@@ -174,6 +288,51 @@ mod tests {
         assert_eq!(l.tag("t"), "lc:c:\0tag:t");
         assert_eq!(l.scan_pattern("a*["), r"lc:c:a\*\[*");
         assert_eq!(Layout::new("x[1]:").scan_pattern(""), r"x\[1\]:*");
+    }
+
+    #[test]
+    fn tombstones_share_their_entry_slot() {
+        use redis::cluster_routing::Slot;
+        // Every 14-bit value has a fix.
+        let table = fix_table();
+        for (v, fix) in table.iter().enumerate() {
+            assert_eq!(usize::from(crc16(fix) & SLOT_MASK), v);
+        }
+        let prefixes = ["lc:c:", "", "{app}:", "a{", "a}b:", "{}:", "x{y", "p{}{q}:"];
+        let keys = [
+            "k",
+            "user:42",
+            "{tag}rest",
+            "a}b",
+            "}{",
+            "{",
+            "}",
+            "{}",
+            "ключ 🔑",
+            "x{y}z",
+            "é/del",
+            "*?[]\\",
+        ];
+        let mut n = 0;
+        for p in prefixes {
+            let l = Layout::new(p);
+            for k in keys {
+                let k = Key::new(k).unwrap();
+                for i in 0..20 {
+                    let k = Key::new(format!("{}{i}", k.as_str())).unwrap();
+                    let (e, t) = (l.entry(&k), l.tombstone(&k));
+                    assert_eq!(slot(e.as_bytes()), slot(t.as_bytes()), "{e:?} / {t:?}");
+                    // The same rule as redis-rs's own routing.
+                    assert_eq!(Slot::for_key(e.as_bytes()), Slot::for_key(t.as_bytes()));
+                    assert!(t.starts_with(&e) && !l.is_entry(&t) && l.is_entry(&e));
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, prefixes.len() * keys.len() * 20);
+        assert_eq!(crc16(b"123456789"), 0x31C3, "the CRC-16/XMODEM check value");
+        assert_eq!(Layout::new("lc:").marks(), "lc:\0marks");
+        assert!(!Layout::new("lc:").is_entry("lc:\0marks"));
     }
 
     #[test]

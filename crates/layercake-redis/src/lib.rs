@@ -6,6 +6,7 @@ mod coalesce;
 mod config;
 mod conn;
 mod error;
+mod fill;
 mod inspect;
 mod keys;
 mod lease;

@@ -1,7 +1,10 @@
 //! Connection errors say what went wrong and where: a refused connection names `host:port`
 //! (never the credentials), and a URL pointing at a port that is not Redis's says so.
 
-#![allow(clippy::unwrap_used)] // helpers of tests: a panic is a test failure
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: a panic is a test failure"
+)]
 
 mod support;
 

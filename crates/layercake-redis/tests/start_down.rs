@@ -3,7 +3,10 @@
 //! throwaway `redis-server` started after `connect` (its port reserved by starting and killing
 //! it first). Nothing sleeps to assert: each wait polls with a bound.
 
-#![allow(clippy::unwrap_used)] // helpers of tests: a panic is a test failure
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: a panic is a test failure"
+)]
 
 mod support;
 

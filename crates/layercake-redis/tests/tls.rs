@@ -3,7 +3,10 @@
 //! backplane, client certificates, and clear errors — never a panic — for an unknown CA, a
 //! missing client certificate, and a plaintext URL at the TLS port.
 
-#![allow(clippy::unwrap_used)] // helpers of tests: a panic is a test failure
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers of tests: a panic is a test failure"
+)]
 
 mod support;
 

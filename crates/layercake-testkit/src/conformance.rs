@@ -50,6 +50,13 @@
 //! | `hostile_keys` | always |
 //! | `concurrent_writers` | always |
 //! | `corrupt_bytes_are_healed_misses` | `stores_bytes` (needs [`with_raw`](Conformance::with_raw)) |
+//! | `fill_writes_when_empty` | always (the `Expired` part with `conditional_fill`) |
+//! | `fill_never_replaces_newer` | always |
+//! | `delete_with_refuses_older_fills` | `conditional_fill` |
+//! | `invalidate_with_refuses_older_fills` | `conditional_fill` and prefix or tag invalidation |
+//! | `tombstones_are_invisible` | `conditional_fill` |
+//! | `tombstones_expire` | `conditional_fill`: manual clock when given, else real time (400 ms ttl, ≤ 3 s) |
+//! | `fill_races_delete_with` | `conditional_fill` |
 //! | `health` | always |
 
 use std::fmt;
@@ -268,6 +275,29 @@ mod tests {
                 &["set_of_expired_entry", "set_many_and_delete_many"],
             ),
             (Flaw::TagPrefixMatch, &["invalidate_tag_is_exact"]),
+            (
+                Flaw::FillReplacesNewer,
+                &["fill_writes_when_empty", "fill_never_replaces_newer"],
+            ),
+            (
+                Flaw::DeleteKeepsNoTombstone,
+                &[
+                    "delete_with_refuses_older_fills",
+                    "tombstones_expire",
+                    "fill_races_delete_with",
+                ],
+            ),
+            (
+                Flaw::InvalidateKeepsNoTombstone,
+                &[
+                    "invalidate_with_refuses_older_fills",
+                    "tombstones_expire",
+                    "fill_races_delete_with",
+                ],
+            ),
+            (Flaw::ListsTombstones, &["tombstones_are_invisible"]),
+            (Flaw::TombstonesNeverExpire, &["tombstones_expire"]),
+            (Flaw::FillNotAtomic, &["fill_races_delete_with"]),
         ];
         for (flaw, names) in expect {
             let r = report_for(Some(*flaw)).await;

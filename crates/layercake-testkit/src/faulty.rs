@@ -32,7 +32,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use layercake_core::{Backend, Bytes, Capability, Entry, Error, ErrorKind, Key, Result, Selector};
+use layercake_core::{
+    Backend, Bytes, Capability, Entry, Error, ErrorKind, FillOutcome, Key, Result, Selector,
+    Tombstone,
+};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
@@ -316,6 +319,30 @@ impl Backend for FaultyBackend {
     async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
         self.before(Operation::KeysWithPrefix).await?;
         self.inner.keys_with_prefix(prefix, limit).await
+    }
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        self.before(Operation::Fill).await?;
+        // A fault planned for the plain operation covers its conditional form too.
+        self.before(Operation::Set).await?;
+        self.inner.fill(key, entry).await
+    }
+    async fn fill_many(&self, items: &[(Key, Entry)]) -> Result<Vec<FillOutcome>> {
+        self.before(Operation::FillMany).await?;
+        // A fault planned for the plain operation covers its conditional form too.
+        self.before(Operation::SetMany).await?;
+        self.inner.fill_many(items).await
+    }
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        self.before(Operation::DeleteWith).await?;
+        // A fault planned for the plain operation covers its conditional form too.
+        self.before(Operation::Delete).await?;
+        self.inner.delete_with(key, tombstone).await
+    }
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        self.before(Operation::InvalidateWith).await?;
+        // A fault planned for the plain operation covers its conditional form too.
+        self.before(Operation::Invalidate).await?;
+        self.inner.invalidate_with(selector, tombstone).await
     }
     fn corrupt_reads(&self) -> u64 {
         self.inner.corrupt_reads()

@@ -10,3 +10,5 @@ pub mod proxy;
 pub mod recording;
 pub mod server;
 pub mod services;
+#[cfg(test)]
+mod trait_defaults;

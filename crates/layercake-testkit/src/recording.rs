@@ -24,7 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use layercake_core::{Backend, Capability, Entry, Key, Result, Selector};
+use layercake_core::{Backend, Capability, Entry, FillOutcome, Key, Result, Selector, Tombstone};
 use parking_lot::Mutex;
 
 /// A [`Backend`] operation, as recorded by [`RecordingBackend`] and targeted by
@@ -51,11 +51,23 @@ pub enum Operation {
     Health,
     /// [`Backend::keys_with_prefix`].
     KeysWithPrefix,
+    /// [`Backend::fill`]. In a `FaultyBackend`, a fault planned for [`Set`](Operation::Set)
+    /// applies to fills too.
+    Fill,
+    /// [`Backend::fill_many`]. In a `FaultyBackend`, a fault planned for
+    /// [`SetMany`](Operation::SetMany) applies too.
+    FillMany,
+    /// [`Backend::delete_with`]. In a `FaultyBackend`, a fault planned for
+    /// [`Delete`](Operation::Delete) applies too.
+    DeleteWith,
+    /// [`Backend::invalidate_with`]. In a `FaultyBackend`, a fault planned for
+    /// [`Invalidate`](Operation::Invalidate) applies too.
+    InvalidateWith,
 }
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Operation; 10] = [
+    pub const ALL: [Operation; 14] = [
         Operation::Get,
         Operation::Set,
         Operation::Delete,
@@ -66,6 +78,10 @@ impl Operation {
         Operation::Clear,
         Operation::Health,
         Operation::KeysWithPrefix,
+        Operation::Fill,
+        Operation::FillMany,
+        Operation::DeleteWith,
+        Operation::InvalidateWith,
     ];
 
     /// A stable lower-case name (`"get"`, `"set_many"`, …).
@@ -81,6 +97,10 @@ impl Operation {
             Operation::Clear => "clear",
             Operation::Health => "health",
             Operation::KeysWithPrefix => "keys_with_prefix",
+            Operation::Fill => "fill",
+            Operation::FillMany => "fill_many",
+            Operation::DeleteWith => "delete_with",
+            Operation::InvalidateWith => "invalidate_with",
         }
     }
 
@@ -106,9 +126,11 @@ impl fmt::Display for Operation {
 pub struct Call {
     /// The operation.
     pub op: Operation,
-    /// The keys it named, in argument order (empty for `invalidate`, `clear`, `health`).
+    /// The keys it named, in argument order (empty for `invalidate`, `invalidate_with`,
+    /// `clear`, `health`).
     pub keys: Vec<Key>,
-    /// The selector of an `invalidate`.
+    /// The selector of an `invalidate` or `invalidate_with` (and the prefix of a
+    /// `keys_with_prefix`).
     pub selector: Option<Selector>,
 }
 
@@ -267,6 +289,28 @@ impl Backend for RecordingBackend {
         );
         self.inner.keys_with_prefix(prefix, limit).await
     }
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        self.recorder.push(Operation::Fill, vec![key.clone()], None);
+        self.inner.fill(key, entry).await
+    }
+    async fn fill_many(&self, items: &[(Key, Entry)]) -> Result<Vec<FillOutcome>> {
+        let keys = items.iter().map(|(k, _)| k.clone()).collect();
+        self.recorder.push(Operation::FillMany, keys, None);
+        self.inner.fill_many(items).await
+    }
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        self.recorder
+            .push(Operation::DeleteWith, vec![key.clone()], None);
+        self.inner.delete_with(key, tombstone).await
+    }
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        self.recorder.push(
+            Operation::InvalidateWith,
+            Vec::new(),
+            Some(selector.clone()),
+        );
+        self.inner.invalidate_with(selector, tombstone).await
+    }
     fn corrupt_reads(&self) -> u64 {
         self.inner.corrupt_reads()
     }
@@ -301,6 +345,13 @@ mod tests {
         rec.invalidate(&Selector::Prefix("c".into())).await.unwrap();
         rec.clear().await.unwrap();
         rec.health().await.unwrap();
+        let t = Tombstone::new(1, Duration::from_secs(1));
+        assert_eq!(rec.fill(&key("f"), &e).await.unwrap(), FillOutcome::Stored);
+        rec.fill_many(&[(key("g"), e.clone())]).await.unwrap();
+        rec.delete_with(&key("f"), t).await.unwrap();
+        rec.invalidate_with(&Selector::Tag("t".into()), t)
+            .await
+            .unwrap();
         assert_eq!(
             log.operations(),
             vec![
@@ -313,6 +364,10 @@ mod tests {
                 Operation::Invalidate,
                 Operation::Clear,
                 Operation::Health,
+                Operation::Fill,
+                Operation::FillMany,
+                Operation::DeleteWith,
+                Operation::InvalidateWith,
             ]
         );
         assert_eq!(log.keys(Operation::SetMany), vec![key("b"), key("c")]);
@@ -323,12 +378,14 @@ mod tests {
         );
         assert!(log.touched(&key("x")));
         assert!(!log.touched(&key("zzz")));
-        assert_eq!(log.total(), 9);
+        assert_eq!(log.total(), 13);
+        assert_eq!(log.keys(Operation::DeleteWith), vec![key("f")]);
+        assert_eq!(log.calls()[12].selector, Some(Selector::Tag("t".into())));
         // Delegation really happened: the inner backend saw the bulk calls natively.
         assert_eq!(inner.get(&key("c")).await.unwrap(), None, "cleared");
         assert_eq!(rec.kind(), "reference");
         assert_eq!(rec.capability(), inner.capability());
-        assert_eq!(log.take().len(), 9);
+        assert_eq!(log.take().len(), 13);
         assert_eq!(log.total(), 0);
     }
 

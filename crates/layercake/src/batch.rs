@@ -47,7 +47,7 @@ impl Cache {
         &self,
         inputs: &[S],
         scope: &OpScope<'_>,
-    ) -> Result<(Vec<Option<Lookup<Arc<T>>>>, Vec<Key>)>
+    ) -> Result<(Vec<Option<Lookup<Arc<T>>>>, Vec<usize>)>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         S: AsRef<str>,
@@ -64,11 +64,25 @@ impl Cache {
         let mut pending: Vec<usize> = (0..keys.len()).collect();
         // (tier found, key index, entry, decoded)
         let mut to_promote: Vec<(usize, usize, Entry, Arc<T>)> = Vec::new();
+        // (tier found, key index, negative entry)
+        let mut absent_promote: Vec<(usize, usize, Entry)> = Vec::new();
         for tier in &inner.tiers {
             if pending.is_empty() {
                 break;
             }
-            let batch: Vec<Key> = pending.iter().map(|&i| keys[i].clone()).collect();
+            // Keys awaiting a repair in this tier are not asked there (misses).
+            let (asked, noted): (Vec<usize>, Vec<usize>) = match inner.repairs.record(tier.position)
+            {
+                Some(r) if !r.is_empty() => pending.iter().partition(|&&i| !r.skips_key(&keys[i])),
+                _ => (pending.clone(), Vec::new()),
+            };
+            for _ in &noted {
+                tel.miss(scope, tier.position);
+            }
+            if asked.is_empty() {
+                continue;
+            }
+            let batch: Vec<Key> = asked.iter().map(|&i| keys[i].clone()).collect();
             let got = match tier.call(tel, false, tier.backend.get_many(&batch)).await {
                 Ok(g) if g.len() == batch.len() => g,
                 Ok(_) => continue,
@@ -84,13 +98,24 @@ impl Cache {
                     continue;
                 }
             };
-            let mut still = Vec::new();
-            for (&i, entry) in pending.iter().zip(got) {
-                let Some(entry) = entry.filter(|e| e.is_fresh(now) && !e.is_negative()) else {
+            let mut still = noted;
+            for (&i, entry) in asked.iter().zip(got) {
+                let entry = entry.filter(|e| {
+                    !inner.repairs.skips_entry(tier.position, &keys[i], &e.tags) && e.is_fresh(now)
+                });
+                let Some(entry) = entry else {
                     tel.miss(scope, tier.position);
                     still.push(i);
                     continue;
                 };
+                if entry.is_negative() {
+                    // Cached as absent: a hit whose answer is "none" (not a miss to reload).
+                    tel.hit(scope, tier.position);
+                    if promotion_upto(tier.position, false).is_some() {
+                        absent_promote.push((tier.position, i, entry));
+                    }
+                    continue;
+                }
                 match decode_typed::<T>(&inner.codec, &entry) {
                     Ok(Value::Some(v)) => {
                         tel.hit(scope, tier.position);
@@ -120,15 +145,18 @@ impl Cache {
         // Fill upper tiers: the in-process ones entry by entry under the epoch guard, the
         // others in bulk (one set_many per tier) with the keys that did not change.
         let mut per_tier: HashMap<usize, Vec<(Key, Entry)>> = HashMap::new();
-        for (found, i, entry, v) in to_promote {
-            let decoded: Arc<dyn Any + Send + Sync> = v;
-            let upgrade_l1 = entry.decoded().is_none();
+        let promotions = to_promote
+            .into_iter()
+            .map(|(found, i, entry, v)| (found, i, entry, Some(v as Arc<dyn Any + Send + Sync>)))
+            .chain(absent_promote.into_iter().map(|(f, i, e)| (f, i, e, None)));
+        for (found, i, entry, decoded) in promotions {
+            let upgrade_l1 = decoded.is_some() && entry.decoded().is_none();
             let plan = self.promotion_plan(
                 &keys[i],
                 &entry,
                 found,
                 upgrade_l1,
-                Some(&decoded),
+                decoded.as_ref(),
                 now,
                 |_| false,
             );
@@ -148,17 +176,25 @@ impl Cache {
         join_all(per_tier.into_iter().map(|(pos, items)| {
             let t = &inner.tiers[pos];
             async move {
-                let n = items.len();
-                if t.call(tel, true, t.backend.set_many(&items)).await.is_ok() {
-                    for _ in 0..n {
-                        tel.promoted(pos);
-                    }
+                // Fills: conditional where the backend can (never over a newer entry nor
+                // under a removal's tombstone).
+                let stored = if t.capability.conditional_fill {
+                    t.call(tel, true, t.backend.fill_many(&items))
+                        .await
+                        .map(|o| o.iter().filter(|o| o.is_stored()).count())
+                } else {
+                    let n = items.len();
+                    t.call(tel, true, t.backend.set_many(&items))
+                        .await
+                        .map(|()| n)
+                };
+                for _ in 0..stored.unwrap_or(0) {
+                    tel.promoted(pos);
                 }
             }
         }))
         .await;
-        let missing = pending.iter().map(|&i| keys[i].clone()).collect();
-        Ok((out, missing))
+        Ok((out, pending))
     }
 
     /// Read several values and compute the missing ones with one loader call that receives
@@ -187,29 +223,53 @@ impl Cache {
                         .snapshot(&self.keys.key_for_text(s.as_ref())?))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let (mut out, _) = self.get_many_inner::<T, S>(inputs, &scope).await?;
-            let missing: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_none()).collect();
+            // Taken before the tiers are read: a write or removal after this point, anywhere,
+            // is newer than the values this call fills.
+            let version = self.inner.versions.next();
+            let (mut out, missing) = self.get_many_inner::<T, S>(inputs, &scope).await?;
             if missing.is_empty() {
                 return Ok(out);
             }
-            let wanted: Vec<String> = missing
-                .iter()
-                .map(|&i| inputs[i].as_ref().to_owned())
-                .collect();
+            // Each missing input once, in the order first seen.
+            let mut wanted: Vec<String> = Vec::with_capacity(missing.len());
+            for &i in &missing {
+                let text = inputs[i].as_ref();
+                if !wanted.iter().any(|w| w == text) {
+                    wanted.push(text.to_owned());
+                }
+            }
             let start = Instant::now();
-            let loaded = loader(wanted).await;
+            let loaded = loader(wanted.clone()).await;
             tel.loader_done(start.elapsed(), loaded.is_ok());
             let mut loaded = loaded.map_err(loader_error)?;
+            let mut computed: HashMap<String, Arc<T>> = HashMap::with_capacity(wanted.len());
+            for text in wanted {
+                let Some(v) = loaded.remove(&text) else {
+                    continue;
+                };
+                let i = missing
+                    .iter()
+                    .copied()
+                    .find(|&i| inputs[i].as_ref() == text)
+                    .unwrap_or_default();
+                let key = self.keys.key_for_text(&text)?;
+                let v = Arc::new(v);
+                let how = How::Fill(snaps[i]);
+                let _ = self
+                    .store(
+                        &key,
+                        Some(v.clone()),
+                        &WriteOptions::default(),
+                        how,
+                        Some(version),
+                    )
+                    .await;
+                computed.insert(text, v);
+            }
             for i in missing {
-                if let Some(v) = loaded.remove(inputs[i].as_ref()) {
-                    let key = self.keys.key_for_text(inputs[i].as_ref())?;
-                    let v = Arc::new(v);
-                    let how = How::Fill(snaps[i]);
-                    let _ = self
-                        .store(&key, Some(v.clone()), &WriteOptions::default(), how)
-                        .await;
+                if let Some(v) = computed.get(inputs[i].as_ref()) {
                     out[i] = Some(Lookup {
-                        value: v,
+                        value: v.clone(),
                         source: Source::Computed,
                     });
                 }

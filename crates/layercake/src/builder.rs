@@ -15,17 +15,28 @@ use parking_lot::Mutex;
 use crate::cache::Cache;
 use crate::coherence::epochs::Epochs;
 use crate::coherence::{DEFAULT_DISCONNECTED_L1_CAP, Versions, spawn_listener};
+
+/// How long a removal's tombstone refuses older fills by default.
+const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 use crate::flight::Flights;
 use crate::lock::LockOptions;
+use crate::repair::Repairs;
+use crate::repair::config::RepairConfig;
 use crate::stack::Stack;
 use crate::telemetry::Telemetry;
 use crate::tier::{Tier, TierOptions, WriteMode};
 use crate::write_behind::WriteBehind;
 
+/// The hard timeout of a load when none is configured: past it the load ends with a
+/// `Timeout` error (see [`CacheBuilder::loader_timeouts`]).
+pub const DEFAULT_HARD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Builds a [`Cache`]. See [`Cache::builder`].
 ///
 /// Defaults: keys [`PlainKeys`] in namespace `default` version 1; policy [`FixedTtl`] of
-/// 5 minutes; codec JSON; system clock; no backplane; no loader timeouts.
+/// 5 minutes; codec JSON; system clock; no backplane; no soft loader timeout and a hard one of
+/// [`DEFAULT_HARD_TIMEOUT`] (60 s); repairs with the [`RepairConfig`] defaults; writes not
+/// strict (see [`strict_writes`](CacheBuilder::strict_writes)).
 ///
 /// ```
 /// use layercake::{Cache, MemoryBackend, TierOptions};
@@ -56,8 +67,13 @@ pub struct CacheBuilder {
     backplane: Option<Arc<dyn Backplane>>,
     soft: Option<Duration>,
     hard: Option<Duration>,
+    no_hard: bool,
+    repairs: RepairConfig,
+    strict: bool,
     lock: Option<(Arc<dyn DistributedLock>, LockOptions)>,
     disconnected_cap: Duration,
+    tombstone_ttl: Duration,
+    background_fills: bool,
     #[cfg(feature = "otel")]
     otel: crate::otel::OtelSetup,
 }
@@ -90,8 +106,13 @@ impl CacheBuilder {
             backplane: None,
             soft: None,
             hard: None,
+            no_hard: false,
+            repairs: RepairConfig::default(),
+            strict: false,
             lock: None,
             disconnected_cap: DEFAULT_DISCONNECTED_L1_CAP,
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
+            background_fills: false,
             #[cfg(feature = "otel")]
             otel: crate::otel::OtelSetup::default(),
         }
@@ -162,10 +183,41 @@ impl CacheBuilder {
     }
 
     /// Loader timeouts: past `soft`, a caller that has a stale copy gets it while the load
-    /// goes on; past `hard`, the load ends with a `Timeout` error.
+    /// goes on; past `hard`, the load ends with a `Timeout` error and the next caller starts
+    /// a new one. `hard = None` keeps the default, [`DEFAULT_HARD_TIMEOUT`] (60 s; with a
+    /// [`distributed_lock`](CacheBuilder::distributed_lock), at most the lock's ttl); see
+    /// [`no_hard_timeout`](CacheBuilder::no_hard_timeout) to let loads run unbounded.
     pub fn loader_timeouts(mut self, soft: Option<Duration>, hard: Option<Duration>) -> Self {
         self.soft = soft;
         self.hard = hard;
+        if hard.is_some() {
+            self.no_hard = false;
+        }
+        self
+    }
+
+    /// Let loads run without a hard timeout: a loader that never returns then holds its key's
+    /// flight, and every later caller of that key waits with it, for as long as it runs.
+    pub fn no_hard_timeout(mut self) -> Self {
+        self.hard = None;
+        self.no_hard = true;
+        self
+    }
+
+    /// Auto-recovery settings: how many repairs a tier's record holds, what happens when it
+    /// is full, how often they are retried (default [`RepairConfig::new`]). See the write
+    /// contract on [`Cache`].
+    pub fn repairs(mut self, config: RepairConfig) -> Self {
+        self.repairs = config;
+        self
+    }
+
+    /// With `true`, `set` (and the raw adapter's `set`) returns an error when an assigned tier
+    /// did not take the value, even though another did and the repair is noted; by default
+    /// such a write is `Ok` (see [`Cache::set_reporting`] for the details). `delete`,
+    /// invalidations and `clear` always return an error when a tier failed.
+    pub fn strict_writes(mut self, strict: bool) -> Self {
+        self.strict = strict;
         self
     }
 
@@ -182,6 +234,34 @@ impl CacheBuilder {
     /// disconnected (default 5 s).
     pub fn disconnected_local_ttl(mut self, cap: Duration) -> Self {
         self.disconnected_cap = cap;
+        self
+    }
+
+    /// How long a removal's tombstone refuses older fills in the tiers outside the process
+    /// (default 60 s, at least 1 s).
+    ///
+    /// A fill (a promotion, or a loader's result) whose read began before a `delete` or an
+    /// invalidation — in this instance or another — is refused when it lands within this time.
+    /// Make it longer than your slowest loader: a load that outlives the tombstone of a
+    /// removal that happened while it ran could write its value back (in this instance, the
+    /// removal cancels the load's write anyway; other instances learn of it from the
+    /// backplane).
+    pub fn tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Whether `get_or_compute` returns before the loader's value is written to the tiers
+    /// outside the process (default `false`).
+    ///
+    /// By default the leader and the callers waiting on it are answered once *every* tier
+    /// the policy assigns has taken the value (or failed to): when the call returns, another
+    /// instance reading the key finds it. With `true` they are answered as soon as the
+    /// in-process tiers have it, and the shared tiers are written right after: a few
+    /// milliseconds sooner for the callers, but another instance reading at once may miss and
+    /// compute again.
+    pub fn background_fills(mut self, yes: bool) -> Self {
+        self.background_fills = yes;
         self
     }
 
@@ -203,11 +283,19 @@ impl CacheBuilder {
         if self.tiers.len() > 64 {
             return Err(Error::config("a cache has at most 64 tiers"));
         }
-        if let (Some(s), Some(h)) = (self.soft, self.hard)
+        let hard = match (self.no_hard, self.hard, &self.lock) {
+            (true, _, _) => None,
+            (false, Some(h), _) => Some(h),
+            (false, None, Some((_, lo))) => Some(DEFAULT_HARD_TIMEOUT.min(lo.ttl)),
+            (false, None, None) => Some(DEFAULT_HARD_TIMEOUT),
+        };
+        if let (Some(s), Some(h)) = (self.soft, hard)
             && s >= h
         {
             return Err(Error::config(format!(
-                "the loader's soft timeout ({s:?}) must be shorter than its hard timeout ({h:?})"
+                "the loader's soft timeout ({s:?}) must be shorter than its hard timeout ({h:?}; \
+                 the default is {DEFAULT_HARD_TIMEOUT:?}, see loader_timeouts and \
+                 no_hard_timeout)"
             )));
         }
         if let (Some((_, lo)), Some(h)) = (&self.lock, self.hard)
@@ -229,6 +317,7 @@ impl CacheBuilder {
                 "a backplane or write-behind tier needs a Tokio runtime: call build() inside one",
             ));
         }
+        let repairs = Arc::new(Repairs::new(self.tiers.len(), self.repairs, self.strict));
         let mut tiers = Vec::with_capacity(self.tiers.len());
         let mut names = HashSet::new();
         for (i, (backend, opts)) in self.tiers.into_iter().enumerate() {
@@ -246,7 +335,16 @@ impl CacheBuilder {
                         "a write-behind queue needs a capacity above 0",
                     ));
                 }
-                t.write_behind = Some(WriteBehind::start(t.backend.clone(), capacity));
+                let notes = repairs.clone();
+                let done = Box::new(
+                    move |k: &layercake_core::Key, version: u64, r: &Result<()>| match r {
+                        Ok(()) => notes.resolved_key(i, k),
+                        Err(e) => {
+                            let _ = notes.note_key(i, k, e, version.saturating_sub(1));
+                        }
+                    },
+                );
+                t.write_behind = Some(WriteBehind::start(t.backend.clone(), capacity, done));
             }
             tiers.push(t);
         }
@@ -279,11 +377,15 @@ impl CacheBuilder {
             telemetry,
             backplane: self.backplane.clone(),
             disconnected_cap: self.disconnected_cap,
+            tombstone_ttl: self.tombstone_ttl,
+            background_fills: self.background_fills,
             soft_timeout: self.soft,
-            hard_timeout: self.hard,
+            hard_timeout: hard,
             lock: self.lock,
             tasks: Mutex::new(Vec::new()),
+            repairs,
         });
+        inner.repairs.bind(Arc::downgrade(&inner));
         #[cfg(feature = "otel")]
         crate::otel::observe(&inner, otel);
         if let Some(bp) = self.backplane {

@@ -62,10 +62,27 @@ pub enum Warm<'a> {
 ///   timeout, open breaker or undecodable copy is counted and skipped (the read falls through;
 ///   an undecodable copy is also deleted);
 /// - an L1 hit returns the `Arc<T>` stored in L1, without decoding;
-/// - writes go to every tier the policy allows; `set` succeeds when at least one tier stored
-///   the value and no tier rejected it permanently (a permanent rejection such as `TooLarge`
-///   removes what other tiers stored and is returned);
-/// - deletes and invalidations reach every tier or return an error;
+/// - writes go to every tier the policy allows; what can be known before writing (the exact
+///   entry size against each tier's limit, key, tags, codec) is checked before any tier is
+///   touched, so such a rejection leaves the previous value readable everywhere;
+/// - the write contract (auto-recovery): `set` returns `Ok` when at least one assigned tier
+///   took the value and every other one either took it too or did not answer (a temporary
+///   error) and now holds a *repair note* for the key. While a note is pending, this instance
+///   reads the key from that tier as a miss and never promotes into it; once the tier answers
+///   again, the repair task removes the tier's older copy (through the tier's breaker: within
+///   its open time plus [`RepairConfig::retry_every`](crate::RepairConfig::retry_every), 1 s +
+///   200 ms by default), then tells the other instances through the backplane. From then on no instance reads a
+///   value older than the newest acknowledged write. A tier that refuses permanently in the
+///   middle of the fan-out (a rejection no check could foresee) makes `set` return that error;
+///   the other tiers keep the new value and the refusing tier's older copy is removed (or
+///   noted);
+/// - `delete`, `invalidate*` and `clear` reach every tier or return an error; each tier that
+///   failed holds a note (the key, the selection, the whole tier) that this instance honours
+///   on reads and the repair applies, so a removed value never comes back after the fault;
+/// - what remains: other instances can read a tier's older copy while the tier is reachable
+///   to them but not to the writer, and between the tier's recovery and the repair; pending
+///   notes live in this process's memory (a crash loses them: the older copies then live
+///   until their TTL); see `docs/concepts.md`;
 /// - `get_or_compute` runs at most one loader per key per process at a time; a panicking,
 ///   failing or cancelled caller never leaves the others waiting;
 /// - with a backplane, every `set`, `delete` and invalidation publishes a message and other
@@ -167,6 +184,12 @@ impl Cache {
                             .write_behind
                             .as_ref()
                             .map_or(0, |w| w.failures.load(ld)),
+                        repairs: self
+                            .inner
+                            .repairs
+                            .record(t.position)
+                            .map(|r| r.stats())
+                            .unwrap_or_default(),
                     }
                 })
                 .collect(),
@@ -187,14 +210,17 @@ impl Cache {
         self.inner.flights.len()
     }
 
-    /// Flush write-behind queues and stop background tasks. Reads and writes still work
-    /// afterwards, write-through.
+    /// Flush write-behind queues, try once to apply the pending repairs (each tier bounded
+    /// by its write timeout), and stop background tasks. Reads and writes still work
+    /// afterwards, write-through. Repairs still pending then are lost with the process: check
+    /// [`RepairStats::pending`](crate::RepairStats::pending) in [`stats`](Cache::stats).
     pub async fn shutdown(&self) {
         for t in &self.inner.tiers {
             if let Some(wb) = &t.write_behind {
                 wb.flush_and_stop().await;
             }
         }
+        crate::repair::task::round(&self.inner).await;
         for t in self.inner.tasks.lock().drain(..) {
             t.abort();
         }

@@ -49,6 +49,7 @@ mod lookup;
 pub mod otel;
 mod promote;
 mod read;
+mod repair;
 mod stack;
 mod stats;
 mod telemetry;
@@ -60,12 +61,14 @@ mod write;
 mod write_behind;
 
 pub use breaker::{BreakerConfig, BreakerState};
-pub use builder::CacheBuilder;
+pub use builder::{CacheBuilder, DEFAULT_HARD_TIMEOUT};
 pub use cache::{Cache, Warm, WriteOptions};
 pub use key_input::{IntoKey, Request};
 pub use lock::LockOptions;
 pub use lookup::{Lookup, Source};
-pub use stats::{Latency, Op, Stats, TierStats};
+pub use repair::config::{Overflow, RepairConfig};
+pub use repair::report::WriteReport;
+pub use stats::{Latency, Op, RepairStats, Stats, TierStats};
 pub use tier::{Scope, TierOptions, WriteMode};
 pub use tiered_backend::TieredBackend;
 
@@ -73,9 +76,10 @@ pub use layercake_core as core;
 pub use layercake_core::backplane::{Backplane, BackplaneEvent, InstanceId};
 pub use layercake_core::{
     Backend, Capability, Clock, Codec, Compression, Decision, DistributedLock, Entry, Error,
-    ErrorKind, FixedTtl, Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt, ManualClock,
-    Namespace, NamespaceTable, PlainKeys, Policy, PolicyContext, PolicyExt, Promotion, Reach,
-    RefreshAhead, Result, Selector, SharedClock, SystemClock, TierSet, Timestamp, system_clock,
+    ErrorKind, FillOutcome, FixedTtl, Format, HashedKeys, Key, KeyStrategy, KeyStrategyExt,
+    ManualClock, Namespace, NamespaceTable, PlainKeys, Policy, PolicyContext, PolicyExt, Promotion,
+    Reach, RefreshAhead, Result, Selector, SharedClock, SystemClock, TierSet, Timestamp, Tombstone,
+    system_clock,
 };
 
 #[cfg(feature = "memory")]

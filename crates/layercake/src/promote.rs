@@ -45,7 +45,8 @@ fn promotion_copy(entry: &Entry, promotion: Promotion, now: Timestamp) -> Option
 impl Cache {
     /// The promotion plan, the one rule for every path that fills upper tiers after a hit at
     /// tier `found` (see [`promotion_upto`]): the tiers above it that the policy allows and
-    /// `skip` does not exclude, each with its copy of `entry` — the policy's [`Promotion`]
+    /// `skip` does not exclude and that hold no repair note for the key (a promotion never
+    /// writes where an older copy awaits its repair), each with its copy of `entry` — the policy's [`Promotion`]
     /// applied, the tier's own caps ([`Cache::tier_copy`]), the decoded value for in-process
     /// tiers. Empty when nothing is to be filled.
     #[expect(
@@ -73,7 +74,11 @@ impl Cache {
         };
         self.inner.tiers[..upto.min(self.inner.tiers.len())]
             .iter()
-            .filter(|t| d.tiers.contains(t.position) && !skip(t))
+            .filter(|t| {
+                d.tiers.contains(t.position)
+                    && !skip(t)
+                    && !self.inner.repairs.skips_entry(t.position, key, &entry.tags)
+            })
             .map(|t| (t, self.tier_copy(t, &copy, now, decoded)))
             .collect()
     }

@@ -111,6 +111,10 @@ impl Cache {
         if tier.breaker.is_some() || tier.read_timeout.is_some() {
             return L1Fast::Other;
         }
+        // A repair pending on L1 (one load when none is): read it the general way.
+        if self.inner.repairs.record(0).is_some_and(|r| !r.is_empty()) {
+            return L1Fast::Other;
+        }
         let Some(mem) = tier.memory() else {
             return L1Fast::Other;
         };
@@ -189,6 +193,14 @@ impl Cache {
         let range = range.start.min(inner.tiers.len())..range.end.min(inner.tiers.len());
         for tier in &inner.tiers[range] {
             let i = tier.position;
+            // A key whose write or removal did not reach this tier is read as a miss there
+            // until the repair removed the older copy.
+            if inner.repairs.skips_key(i, key) {
+                tel.miss(scope, i);
+                scope.event("repair_pending", i);
+                failed.push(i);
+                continue;
+            }
             let entry = match tier.get(tel, key).await {
                 Ok(Some(e)) => e,
                 Ok(None) => {
@@ -210,6 +222,12 @@ impl Cache {
             };
             if !entry.is_retained(now) {
                 tel.miss(scope, i);
+                continue;
+            }
+            if inner.repairs.skips_entry(i, key, &entry.tags) {
+                tel.miss(scope, i);
+                scope.event("repair_pending", i);
+                failed.push(i);
                 continue;
             }
             match decode(i, &entry) {

@@ -16,6 +16,7 @@ use crate::coherence::Versions;
 use crate::coherence::epochs::{Epochs, RecentFills};
 use crate::flight::Flights;
 use crate::lock::LockOptions;
+use crate::repair::Repairs;
 use crate::telemetry::Telemetry;
 use crate::tier::{Scope, Tier};
 
@@ -32,10 +33,16 @@ pub(crate) struct Stack {
     pub(crate) versions: Versions,
     pub(crate) backplane: Option<Arc<dyn Backplane>>,
     pub(crate) disconnected_cap: Duration,
+    /// How long removals' tombstones refuse older fills outside the process.
+    pub(crate) tombstone_ttl: Duration,
+    /// Whether loads answer their callers before writing the tiers outside the process.
+    pub(crate) background_fills: bool,
     pub(crate) soft_timeout: Option<Duration>,
     pub(crate) hard_timeout: Option<Duration>,
     pub(crate) lock: Option<(Arc<dyn DistributedLock>, LockOptions)>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Auto-recovery: per tier, what a write or removal did not reach.
+    pub(crate) repairs: Arc<Repairs>,
 }
 
 impl std::fmt::Debug for Stack {

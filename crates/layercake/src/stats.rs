@@ -105,6 +105,35 @@ pub struct TierStats {
     pub write_behind_depth: usize,
     /// Write-behind writes that failed in the background.
     pub write_behind_failures: u64,
+    /// Auto-recovery of this tier: what writes and removals did not reach it.
+    pub repairs: RepairStats,
+}
+
+/// The repair record of one tier (auto-recovery; see the write contract on
+/// [`Cache`](crate::Cache)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepairStats {
+    /// Notes pending now (keys, selections, or 1 for the whole tier).
+    pub pending: usize,
+    /// The whole tier is noted (a failed `clear`, or the record overflowed): reads skip the
+    /// tier until the repair has cleared it.
+    pub whole_tier: bool,
+    /// Age of the oldest pending note.
+    pub oldest_pending: Option<Duration>,
+    /// Notes made since start (a write, removal or `clear` that did not reach the tier).
+    pub noted: u64,
+    /// Repairs applied (the older copy removed, the selection invalidated, the tier cleared).
+    pub applied: u64,
+    /// Repair attempts that failed (the tier did not answer yet).
+    pub failed: u64,
+    /// Notes made obsolete by a later write or removal that reached the tier.
+    pub resolved: u64,
+    /// Times the record was full and turned into one note for the whole tier.
+    pub overflowed: u64,
+    /// Notes refused because the record was full (`Overflow::RefuseWrites`): each failed its
+    /// call.
+    pub refused: u64,
 }
 
 impl TierStats {
@@ -192,6 +221,20 @@ impl fmt::Display for Stats {
             self.hit_ratio() * 100.0,
             self.loader_calls
         )?;
+        for t in self.tiers.iter().filter(|t| t.repairs.pending > 0) {
+            writeln!(
+                f,
+                "repairs pending on {}: {}{} (oldest {:.1?})",
+                t.name,
+                t.repairs.pending,
+                if t.repairs.whole_tier {
+                    ", the whole tier"
+                } else {
+                    ""
+                },
+                t.repairs.oldest_pending.unwrap_or_default()
+            )?;
+        }
         for (op, l) in &self.latency {
             writeln!(
                 f,

@@ -91,7 +91,8 @@ pub(crate) struct OpScope<'t> {
 
 impl OpScope<'_> {
     /// Record a notable step inside the operation: `fall_through` (a tier failed or timed
-    /// out), `breaker_skip`, `corrupt`, `promotion`.
+    /// out), `breaker_skip`, `corrupt`, `promotion`, `repair_pending` (a tier skipped for a
+    /// key awaiting its repair there).
     #[inline]
     pub(crate) fn event(&self, name: &'static str, tier: usize) {
         #[cfg(feature = "otel")]

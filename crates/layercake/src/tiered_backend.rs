@@ -141,17 +141,18 @@ impl Cache {
         let d = self
             .inner
             .decide(key, entry.value.len(), entry.is_negative());
-        self.write_entry(
-            key,
-            entry.clone().without_decoded(),
-            d.tiers,
-            None,
-            How::Set,
-        )
-        .await?;
+        let written = self
+            .write_entry(
+                key,
+                entry.clone().without_decoded(),
+                d.tiers,
+                None,
+                How::Set,
+            )
+            .await?;
         self.inner
             .publish(Target::Key(key.as_str().to_owned()), entry.version)
             .await;
-        Ok(())
+        self.strict(written, self.inner.repairs.strict).map(drop)
     }
 }

@@ -3,16 +3,23 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use layercake_core::{Backend, Entry, Key, Result, Selector};
+use layercake_core::{Backend, Entry, Key, Result, Selector, Tombstone};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// One queued operation.
 pub(crate) enum Job {
     Set(Key, Entry),
-    Delete(Key, oneshot::Sender<Result<()>>),
-    Invalidate(Selector, oneshot::Sender<Result<()>>),
+    /// A conditional write ([`Backend::fill`]): it never replaces a newer entry nor lands
+    /// under a tombstone, however late the queue applies it.
+    Fill(Key, Entry),
+    Delete(Key, Tombstone, oneshot::Sender<Result<()>>),
+    Invalidate(Selector, Tombstone, oneshot::Sender<Result<()>>),
+    Clear(oneshot::Sender<Result<()>>),
 }
+
+/// Told the outcome of each queued set (its key, its entry's version), in the worker.
+pub(crate) type SetDone = Box<dyn Fn(&Key, u64, &Result<()>) + Send + Sync>;
 
 /// The queue of one tier.
 #[derive(Debug)]
@@ -24,8 +31,9 @@ pub(crate) struct WriteBehind {
 }
 
 impl WriteBehind {
-    /// Start the worker for `backend`.
-    pub(crate) fn start(backend: Arc<dyn Backend>, capacity: usize) -> WriteBehind {
+    /// Start the worker for `backend`; `done` hears the outcome of every queued set (the
+    /// repair record notes the failures).
+    pub(crate) fn start(backend: Arc<dyn Backend>, capacity: usize, done: SetDone) -> WriteBehind {
         let (tx, mut rx) = mpsc::channel::<Job>(capacity.max(1));
         let failures = Arc::new(AtomicU64::new(0));
         let f = failures.clone();
@@ -33,15 +41,25 @@ impl WriteBehind {
             while let Some(job) = rx.recv().await {
                 match job {
                     Job::Set(k, e) => {
-                        if backend.set(&k, &e).await.is_err() {
+                        let r = backend.set(&k, &e).await;
+                        if r.is_err() {
+                            f.fetch_add(1, Ordering::Relaxed);
+                        }
+                        done(&k, e.version, &r);
+                    }
+                    Job::Fill(k, e) => {
+                        if backend.fill(&k, &e).await.is_err() {
                             f.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Job::Delete(k, ack) => {
-                        let _ = ack.send(backend.delete(&k).await);
+                    Job::Delete(k, t, ack) => {
+                        let _ = ack.send(backend.delete_with(&k, t).await);
                     }
-                    Job::Invalidate(s, ack) => {
-                        let _ = ack.send(backend.invalidate(&s).await);
+                    Job::Invalidate(s, t, ack) => {
+                        let _ = ack.send(backend.invalidate_with(&s, t).await);
+                    }
+                    Job::Clear(ack) => {
+                        let _ = ack.send(backend.clear().await);
                     }
                 }
             }
@@ -58,19 +76,27 @@ impl WriteBehind {
         self.tx.lock().clone()
     }
 
-    /// Enqueue a set; hands the write back when the queue is full or closed (the caller then
-    /// writes in line).
-    pub(crate) fn try_set(&self, key: Key, entry: Entry) -> Option<(Key, Entry)> {
+    /// Enqueue a set (or, with `fill`, a conditional fill); hands the write back when the
+    /// queue is full or closed (the caller then writes in line).
+    pub(crate) fn try_write(&self, key: Key, entry: Entry, fill: bool) -> Option<(Key, Entry)> {
+        let job = if fill {
+            Job::Fill(key, entry)
+        } else {
+            Job::Set(key, entry)
+        };
         match self.sender() {
-            Some(tx) => match tx.try_send(Job::Set(key, entry)) {
+            Some(tx) => match tx.try_send(job) {
                 Ok(()) => None,
                 // try_send hands back exactly the job it was given.
                 Err(e) => match e.into_inner() {
-                    Job::Set(k, e) => Some((k, e)),
-                    Job::Delete(..) | Job::Invalidate(..) => None,
+                    Job::Set(k, e) | Job::Fill(k, e) => Some((k, e)),
+                    Job::Delete(..) | Job::Invalidate(..) | Job::Clear(..) => None,
                 },
             },
-            None => Some((key, entry)),
+            None => match job {
+                Job::Set(k, e) | Job::Fill(k, e) => Some((k, e)),
+                Job::Delete(..) | Job::Invalidate(..) | Job::Clear(..) => None,
+            },
         }
     }
 

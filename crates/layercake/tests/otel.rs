@@ -102,6 +102,11 @@ impl From<&ResourceMetrics> for Metrics {
                             push(attr_map(p.attributes()), p.value() as f64);
                         }
                     }
+                    AggregatedMetrics::F64(MetricData::Gauge(g)) => {
+                        for p in g.data_points() {
+                            push(attr_map(p.attributes()), p.value());
+                        }
+                    }
                     AggregatedMetrics::F64(MetricData::Histogram(h)) => {
                         for p in h.data_points() {
                             push(attr_map(p.attributes()), p.count() as f64);
@@ -979,4 +984,84 @@ async fn backplane_and_write_behind_are_reported() {
         "flushed to Redis"
     );
     direct.clear().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repairs_are_reported_per_tier() {
+    use layercake::{ErrorKind, RepairConfig, Source};
+    use layercake_testkit::faulty::{Fault, FaultyBackend};
+    use layercake_testkit::recording::Operation;
+    let sdk = Sdk::new();
+    let l1: Arc<dyn Backend> = Arc::new(MemoryBackend::with_max_bytes(1 << 20).unwrap());
+    let inner: Arc<dyn Backend> = Arc::new(MemoryBackend::with_max_bytes(1 << 20).unwrap());
+    let l2 = Arc::new(FaultyBackend::new(inner.clone(), 3));
+    let l3: Arc<dyn Backend> = Arc::new(MemoryBackend::with_max_bytes(1 << 20).unwrap());
+    let faults = l2.handle();
+    let cache = Cache::builder("repairs")
+        .shared_tier(l1.clone())
+        .shared_tier_with(
+            l2.clone(),
+            TierOptions::new()
+                .name("flaky")
+                .scope(layercake::Scope::Shared),
+        )
+        .shared_tier_with(l3, TierOptions::new().name("l3"))
+        .repairs(RepairConfig::new().with_retry_every(Duration::from_millis(20)))
+        .otel(sdk.config())
+        .build()
+        .unwrap();
+    cache.set("k", 1u8).await.unwrap();
+    for op in [Operation::Set, Operation::Delete] {
+        faults.inject(op, Fault::Fail(ErrorKind::Unavailable));
+    }
+    cache.set("k", 2u8).await.unwrap();
+    // A read with an empty L1 skips the tier where the repair is pending.
+    l1.clear().await.unwrap();
+    let got = cache.get::<u8>("k").await.unwrap().unwrap();
+    assert_eq!((*got.value, got.source), (2, Source::Hit { tier: 2 }));
+    let spans = sdk.spans.get_finished_spans().unwrap();
+    let get = spans.iter().rfind(|s| s.name == "layercake.get").unwrap();
+    assert!(
+        event_list(get).contains(&("layercake.repair_pending".to_owned(), tier("flaky"))),
+        "{:?}",
+        event_list(get)
+    );
+    let start = std::time::Instant::now();
+    while cache.stats().tiers[1].repairs.failed == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no repair attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let m = sdk.collect();
+    let per_tier = |name: &str| m.of(name, "repairs", &["layercake.tier"]);
+    assert_eq!(
+        per_tier("layercake.repair.pending"),
+        expect(&[("l1", 0.0), ("flaky", 1.0), ("l3", 0.0)])
+    );
+    assert_eq!(per_tier("layercake.repair.notes")["flaky"], 1.0);
+    assert!(per_tier("layercake.repair.failures")["flaky"] >= 1.0);
+    assert!(per_tier("layercake.repair.oldest_pending_age")["flaky"] >= 0.0);
+    assert_eq!(m.units["layercake.repair.oldest_pending_age"], "s");
+    faults.clear_all();
+    let start = std::time::Instant::now();
+    while cache.stats().tiers[1].repairs.pending > 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "never repaired");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let m = sdk.collect();
+    let per_tier = |name: &str| m.of(name, "repairs", &["layercake.tier"]);
+    assert_eq!(per_tier("layercake.repair.pending")["flaky"], 0.0);
+    assert_eq!(
+        per_tier("layercake.repair.oldest_pending_age")["flaky"],
+        0.0
+    );
+    assert_eq!(
+        per_tier("layercake.repair.applied"),
+        expect(&[("l1", 0.0), ("flaky", 1.0), ("l3", 0.0)])
+    );
+    for name in ["layercake.repair.overflows", "layercake.repair.refused"] {
+        assert_eq!(per_tier(name)["flaky"], 0.0, "{name}");
+    }
 }

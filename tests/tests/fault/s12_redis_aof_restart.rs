@@ -42,7 +42,6 @@ async fn instance(
 /// Checked that the fault was real: L2 failed or skipped calls during the outage, and the
 /// restarted Redis still held a marker key written before the kill (the AOF was reloaded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable when the write contract lands (issues 15/16)"]
 async fn scenario_12_redis_killed_and_restarted_with_aof_keeps_acknowledged_writes() {
     bounded("scenario 12", SCENARIO_LIMIT, run()).await;
 }

@@ -46,7 +46,6 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(2);
 ///
 /// Checked that the fault was real: L2 failed or skipped calls while unreachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable when the write contract lands (issues 15/16)"]
 async fn scenario_13_redis_unreachable_then_back_keeps_acknowledged_writes() {
     bounded("scenario 13", SCENARIO_LIMIT, run()).await;
 }

@@ -43,7 +43,6 @@ async fn instance(
 ///
 /// Checked that the fault was real: a raw `SET` was refused with `OOM` during the fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable when the write contract lands (issues 15/16)"]
 async fn scenario_14a_redis_refusing_writes_over_postgres_keeps_acknowledged_writes() {
     let database_url = require_postgres();
     bounded(
@@ -57,7 +56,6 @@ async fn scenario_14a_redis_refusing_writes_over_postgres_keeps_acknowledged_wri
 /// As `scenario_14a` with nothing below Redis: a write Redis refuses reaches no shared tier,
 /// only the writer's own memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable when the write contract lands (issues 15/16)"]
 async fn scenario_14b_redis_refusing_writes_alone_keeps_acknowledged_writes() {
     bounded("scenario 14b", SCENARIO_LIMIT, run("14b", None)).await;
 }

@@ -35,7 +35,6 @@ async fn instance(database_url: &str, role: Role) -> (Cache, Arc<dyn Backend>) {
 /// Checked that the fault was real: the tier failed or skipped calls during the outage, and
 /// the restarted server still held a marker row written before the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable when the write contract lands (issues 15/16)"]
 async fn scenario_15_postgres_killed_and_restarted_keeps_acknowledged_writes() {
     bounded("scenario 15", SCENARIO_LIMIT, run()).await;
 }

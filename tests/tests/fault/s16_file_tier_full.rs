@@ -44,7 +44,6 @@ async fn instance(dir: &Path, role: Role) -> (Cache, Arc<dyn Backend>) {
 /// Checked that the fault was real: the filesystem was full (probe write refused) and the tier
 /// failed or skipped calls during the fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable when the write contract lands (issues 15/16)"]
 async fn scenario_16_file_tier_on_a_full_filesystem_keeps_acknowledged_writes() {
     bounded("scenario 16", SCENARIO_LIMIT, run()).await;
 }

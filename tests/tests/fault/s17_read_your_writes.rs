@@ -65,14 +65,12 @@ struct Rec {
 ///   nor misses a key whose own acknowledged `set` no later `delete` can explain;
 /// - no read returns a value never written for its key; no operation fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable when the write contract lands (issues 15/16)"]
 async fn scenario_17a_read_your_writes_with_the_redis_backplane() {
     bounded("scenario 17a", VARIANT_LIMIT, run("17a", Bp::Redis)).await;
 }
 
 /// As `scenario_17a`, with the PostgreSQL backplane (LISTEN/NOTIFY).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "enable when the write contract lands (issues 15/16)"]
 async fn scenario_17b_read_your_writes_with_the_postgres_backplane() {
     bounded("scenario 17b", VARIANT_LIMIT, run("17b", Bp::Postgres)).await;
 }

@@ -290,8 +290,9 @@ pub(crate) struct Call {
     pub(crate) ok: bool,
 }
 
-/// A backend that logs the start, end and outcome of every `get`, `set` and `delete`, so a
-/// test can see exactly which calls reached a tier (e.g. none while its breaker is open).
+/// A backend that logs the start, end and outcome of every `get`, `set`, `delete` and
+/// `delete_many`, so a test can see exactly which calls reached a tier (e.g. none while its
+/// breaker is open).
 pub(crate) struct Logged {
     inner: Arc<dyn Backend>,
     log: Arc<Mutex<Vec<Call>>>,
@@ -353,6 +354,13 @@ impl Backend for Logged {
         self.record(t, &r);
         r
     }
+    // One bulk call is one call to the tier (the default would log one `delete` per key).
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        let t = Instant::now();
+        let r = self.inner.delete_many(keys).await;
+        self.record(t, &r);
+        r
+    }
     async fn invalidate(&self, selector: &Selector) -> Result<()> {
         self.inner.invalidate(selector).await
     }
@@ -367,26 +375,40 @@ impl Backend for Logged {
 /// What the breaker log of a tier says about one outage that started at `outage`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BreakerReport {
-    /// Failed calls that had started before the breaker opened (in flight when the server
-    /// went away, or the threshold itself).
+    /// The longest run of consecutive failures (by completion) up to the point the breaker
+    /// opened: 3 when it opened, fewer when it never had reason to.
     pub(crate) failures_before_open: usize,
-    /// Calls that started after the third failure and before the cool-down ended (must be 0:
-    /// the breaker skips the tier).
+    /// Calls that started after the third consecutive failure and before the cool-down ended
+    /// (must be 0: the breaker skips the tier).
     pub(crate) admitted_while_open: usize,
 }
 
-/// Read a call log: after the 3rd failure that started at or after `outage`, no call may
-/// start until the breaker's cool-down (`open_for`) has passed (`admitted_while_open`).
+/// Read a call log: after the 3rd consecutive failure completed at or after `outage`, no call
+/// may start until the breaker's cool-down (`open_for`) has passed (`admitted_while_open`).
 pub(crate) fn breaker_report(log: &[Call], outage: Instant, open_for: Duration) -> BreakerReport {
-    let mut failures: Vec<Call> = log
-        .iter()
-        .filter(|c| !c.ok && c.end >= outage)
-        .copied()
-        .collect();
-    failures.sort_by_key(|c| c.end);
-    let Some(third) = failures.get(2) else {
+    let mut calls: Vec<Call> = log.iter().filter(|c| c.end >= outage).copied().collect();
+    calls.sort_by_key(|c| c.end);
+    // The breaker counts *consecutive* failures: a call that started before the outage and
+    // succeeds after the first failures resets the count. Its opening point is the failure
+    // that completes the first run of three.
+    let mut run = 0;
+    let mut longest = 0;
+    let mut third = None;
+    for c in &calls {
+        if c.ok {
+            run = 0;
+            continue;
+        }
+        run += 1;
+        longest = longest.max(run);
+        if run == 3 {
+            third = Some(*c);
+            break;
+        }
+    }
+    let Some(third) = third else {
         return BreakerReport {
-            failures_before_open: failures.len(),
+            failures_before_open: longest,
             admitted_while_open: 0,
         };
     };
@@ -395,7 +417,7 @@ pub(crate) fn breaker_report(log: &[Call], outage: Instant, open_for: Duration) 
     let from = third.end + Duration::from_millis(5);
     let to = third.end + open_for - Duration::from_millis(50);
     BreakerReport {
-        failures_before_open: failures.iter().filter(|c| c.start <= third.end).count(),
+        failures_before_open: run,
         admitted_while_open: log
             .iter()
             .filter(|c| c.start > from && c.start < to)

@@ -47,7 +47,7 @@ const B_PREFIX: &str = "invalidate(Prefix(p)) removes exactly the keys starting 
 const B_TAG: &str = "invalidate(Tag(t)) removes exactly the entries tagged t";
 const B_UNSUPPORTED: &str =
     "a selector the backend cannot serve is Unsupported, consistent with Capability";
-const B_CLEAR: &str = "clear removes every entry of this backend instance";
+const B_CLEAR: &str = "clear removes every entry (and tombstone) of this backend instance";
 const B_HOSTILE: &str = "hostile keys (path traversal, SQL quotes, glob characters, unicode, the \
                          longest allowed key) round-trip";
 const B_CONCURRENT: &str =
@@ -58,6 +58,30 @@ const B_LIST: &str = "keys_with_prefix lists live keys starting with the literal
                       limit of them";
 const B_HEALTH: &str = "health is Ok when the backend can serve requests";
 const B_CONFIG: &str = "the suite is configured as the backend's capability requires";
+const B_FILL_EMPTY: &str = "fill of a key holding nothing (or only an expired entry) stores the \
+                            entry; fill_many equals a loop of fill; fill of an expired entry \
+                            stores and removes nothing (Expired)";
+const B_FILL_NEWER: &str = "fill never replaces a stored entry at the same or a newer version \
+                            (KeptNewer); an older one is replaced; set is never conditional";
+const B_DELETE_WITH: &str = "delete_with removes the entry and, for the tombstone's ttl, refuses \
+                             fills of the key at or below its version; fills above it and sets \
+                             land";
+const B_INVALIDATE_WITH: &str = "invalidate_with removes what invalidate removes and refuses \
+                                 fills of matching keys (prefix) or entries (tag) at or below \
+                                 the tombstone's version";
+const B_TOMB_INVISIBLE: &str =
+    "tombstones are invisible: get, get_many and keys_with_prefix never return or list them";
+const B_TOMB_EXPIRE: &str = "a tombstone stops refusing fills once its ttl has passed";
+const B_FILL_RACE: &str = "a fill racing a delete_with or invalidate_with of its key never leaves \
+                           an entry at or below the tombstone's version";
+
+fn conditional(c: &Capability) -> Result<(), &'static str> {
+    if c.conditional_fill {
+        Ok(())
+    } else {
+        Err("capability().conditional_fill is false")
+    }
+}
 
 macro_rules! case {
     ($name:ident, $bullet:expr, $select:expr) => {
@@ -125,6 +149,24 @@ pub(super) const CASES: &[Case] = &[
             Err("capability().list_keys is false")
         }
     }),
+    case!(fill_writes_when_empty, B_FILL_EMPTY, always),
+    case!(fill_never_replaces_newer, B_FILL_NEWER, always),
+    case!(delete_with_refuses_older_fills, B_DELETE_WITH, conditional),
+    case!(
+        invalidate_with_refuses_older_fills,
+        B_INVALIDATE_WITH,
+        |c| {
+            conditional(c)?;
+            if c.prefix_invalidation || c.tag_invalidation {
+                Ok(())
+            } else {
+                Err("neither prefix nor tag invalidation is supported")
+            }
+        }
+    ),
+    case!(tombstones_are_invisible, B_TOMB_INVISIBLE, conditional),
+    case!(tombstones_expire, B_TOMB_EXPIRE, conditional),
+    case!(fill_races_delete_with, B_FILL_RACE, conditional),
     case!(health, B_HEALTH, always),
 ];
 
@@ -257,6 +299,14 @@ macro_rules! ensure {
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
+
+mod fills;
+
+use fills::{
+    delete_with_refuses_older_fills, fill_never_replaces_newer, fill_races_delete_with,
+    fill_writes_when_empty, invalidate_with_refuses_older_fills, tombstones_are_invisible,
+    tombstones_expire,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Cases.
@@ -908,7 +958,11 @@ async fn clear(cx: Cx) -> CaseOutcome {
     let e = cx.entry(&b"after"[..]);
     cx.set(&written[0], &e).await?;
     cx.expect(&written[0], Some(&e), "a write after clear")
-        .await
+        .await?;
+    if cx.cap.conditional_fill {
+        fills::clear_removes_tombstones(&cx).await?;
+    }
+    Ok(())
 }
 
 async fn list_keys_by_prefix(cx: Cx) -> CaseOutcome {

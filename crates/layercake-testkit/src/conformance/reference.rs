@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use layercake_core::{
-    Backend, Bytes, Capability, Entry, Error, Key, Result, Selector, SharedClock, Timestamp,
-    envelope, system_clock,
+    Backend, Bytes, Capability, Entry, Error, FillOutcome, Key, Result, Selector, SharedClock,
+    Timestamp, Tombstone, TombstoneLog, envelope, system_clock,
 };
 use parking_lot::Mutex;
 
@@ -34,6 +35,18 @@ pub enum Flaw {
     DropsVersion,
     /// `invalidate(Tag)` removes entries whose tag merely starts with the requested tag.
     TagPrefixMatch,
+    /// `fill` ignores the stored entry's version and overwrites it.
+    FillReplacesNewer,
+    /// `delete_with` removes the entry but keeps no tombstone (like the trait's default).
+    DeleteKeepsNoTombstone,
+    /// `invalidate_with` removes the entries but keeps no tombstone (like the trait's default).
+    InvalidateKeepsNoTombstone,
+    /// `keys_with_prefix` also lists keys that only have a tombstone.
+    ListsTombstones,
+    /// Tombstones never expire.
+    TombstonesNeverExpire,
+    /// `fill` checks, yields to other tasks, then writes without checking again.
+    FillNotAtomic,
 }
 
 /// A byte-storing, clock-driven backend with every optional capability; see the
@@ -45,6 +58,8 @@ pub enum Flaw {
 #[derive(Debug)]
 pub struct ReferenceBackend {
     map: Mutex<HashMap<Key, Bytes>>,
+    /// Locked only while `map` is (lock order: map, then tombstones).
+    tombstones: Mutex<TombstoneLog>,
     clock: SharedClock,
     corrupt: AtomicU64,
     failing: AtomicBool,
@@ -67,6 +82,7 @@ impl ReferenceBackend {
     pub fn with_clock(clock: SharedClock) -> Self {
         ReferenceBackend {
             map: Mutex::new(HashMap::new()),
+            tombstones: Mutex::new(TombstoneLog::new()),
             clock,
             corrupt: AtomicU64::new(0),
             failing: AtomicBool::new(false),
@@ -99,6 +115,40 @@ impl ReferenceBackend {
         self.flaws.lock().contains(&flaw)
     }
 
+    /// The tombstone as recorded (forever with [`Flaw::TombstonesNeverExpire`]).
+    fn recorded(&self, t: Tombstone) -> Tombstone {
+        if self.has(Flaw::TombstonesNeverExpire) && !t.ttl.is_zero() {
+            Tombstone::new(t.version, Duration::MAX)
+        } else {
+            t
+        }
+    }
+
+    /// What a fill of `entry` would do against `map` and the tombstones at `now`.
+    fn judge(
+        &self,
+        map: &HashMap<Key, Bytes>,
+        key: &Key,
+        entry: &Entry,
+        now: Timestamp,
+    ) -> FillOutcome {
+        if self
+            .tombstones
+            .lock()
+            .refuses(key, &entry.tags, entry.version, now)
+        {
+            return FillOutcome::Tombstoned;
+        }
+        let newer = map
+            .get(key)
+            .and_then(|b| envelope::peek_header(b).ok())
+            .is_some_and(|h| h.retain_until() > now && h.version >= entry.version);
+        if newer && !self.has(Flaw::FillReplacesNewer) {
+            return FillOutcome::KeptNewer;
+        }
+        FillOutcome::Stored
+    }
+
     fn check(&self) -> Result<()> {
         if self.failing.load(Ordering::SeqCst) {
             Err(Error::unavailable("reference backend set to fail").with_backend("reference"))
@@ -122,6 +172,7 @@ impl Backend for ReferenceBackend {
         c.list_keys = true;
         c.clock_driven_expiry = true;
         c.stores_bytes = true;
+        c.conditional_fill = true;
         c
     }
 
@@ -177,14 +228,14 @@ impl Backend for ReferenceBackend {
         let limits = envelope::EnvelopeLimits::default();
         self.map.lock().retain(|k, bytes| match selector {
             Selector::Prefix(p) if glob => !glob_prefix(p.as_bytes(), k.as_bytes()),
-            Selector::Tag(t) if tag_prefix => match envelope::decode_any(bytes.clone(), &limits) {
-                Ok((_, e)) => !e.tags.iter().any(|x| x.starts_with(t.as_str())),
-                Err(_) => true,
+            Selector::Tag(t) if tag_prefix => match tags_of(bytes, &limits) {
+                Some(tags) => !tags.iter().any(|x| x.starts_with(t.as_str())),
+                None => true,
             },
             Selector::Prefix(_) => !selector.matches(k.as_str(), &[]),
-            Selector::Tag(_) => match envelope::decode_any(bytes.clone(), &limits) {
-                Ok((_, e)) => !selector.matches(k.as_str(), &e.tags),
-                Err(_) => true,
+            Selector::Tag(_) => match tags_of(bytes, &limits) {
+                Some(tags) => !selector.matches(k.as_str(), &tags),
+                None => true,
             },
             _ => true,
         });
@@ -193,24 +244,89 @@ impl Backend for ReferenceBackend {
 
     async fn clear(&self) -> Result<()> {
         self.check()?;
-        self.map.lock().clear();
+        let mut map = self.map.lock();
+        map.clear();
+        self.tombstones.lock().clear();
         Ok(())
+    }
+
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        self.check()?;
+        let now = self.now();
+        if !entry.is_retained(now) {
+            return Ok(FillOutcome::Expired);
+        }
+        let bytes = Bytes::from(envelope::encode(key, entry)?);
+        if self.has(Flaw::FillNotAtomic) {
+            let verdict = self.judge(&self.map.lock(), key, entry, now);
+            if !verdict.is_stored() {
+                return Ok(verdict);
+            }
+            tokio::task::yield_now().await;
+            self.map.lock().insert(key.clone(), bytes);
+            return Ok(FillOutcome::Stored);
+        }
+        let mut map = self.map.lock();
+        let verdict = self.judge(&map, key, entry, now);
+        if verdict.is_stored() {
+            map.insert(key.clone(), bytes);
+        }
+        Ok(verdict)
+    }
+
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        self.check()?;
+        let now = self.now();
+        let mut map = self.map.lock();
+        if !self.has(Flaw::DeleteKeepsNoTombstone) {
+            self.tombstones
+                .lock()
+                .record_key(key, self.recorded(tombstone), now);
+        }
+        map.remove(key);
+        Ok(())
+    }
+
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        self.check()?;
+        if !matches!(selector, Selector::Prefix(_) | Selector::Tag(_)) {
+            return self.invalidate(selector).await;
+        }
+        if !self.has(Flaw::InvalidateKeepsNoTombstone) {
+            let now = self.now();
+            let _map = self.map.lock();
+            self.tombstones
+                .lock()
+                .record_selector(selector, self.recorded(tombstone), now);
+        }
+        // Fills hold the map lock while they check and write: one that checked before the
+        // record above has written already, and the removal below takes it.
+        self.invalidate(selector).await
     }
 
     async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
         self.check()?;
         let now = self.now();
-        Ok(self
-            .map
-            .lock()
+        let map = self.map.lock();
+        let mut keys: Vec<Key> = map
             .iter()
             .filter(|(k, bytes)| {
                 k.starts_with(prefix)
                     && envelope::peek_header(bytes).is_ok_and(|h| h.retain_until() > now)
             })
             .map(|(k, _)| k.clone())
-            .take(limit)
-            .collect())
+            .collect();
+        if self.has(Flaw::ListsTombstones) {
+            let tombstones = self.tombstones.lock();
+            keys.extend(
+                tombstones
+                    .live_keys(now)
+                    .filter(|k| k.starts_with(prefix) && !map.contains_key(*k))
+                    .cloned(),
+            );
+        }
+        keys.truncate(limit);
+        Ok(keys)
     }
 
     async fn health(&self) -> Result<()> {
@@ -232,6 +348,29 @@ impl RawStore for ReferenceBackend {
     async fn raw_exists(&self, key: &Key) -> Result<bool> {
         Ok(self.map.lock().contains_key(key))
     }
+}
+
+/// The tags of an envelope, read from its header without checking the payload's checksum
+/// (a tag invalidation must not hash every stored megabyte); `None` when malformed.
+fn tags_of(bytes: &[u8], limits: &envelope::EnvelopeLimits) -> Option<Vec<String>> {
+    let h = envelope::peek_header(bytes).ok()?;
+    if h.tag_count > limits.max_tags {
+        return None;
+    }
+    let mut pos = envelope::HeaderInfo::LEN.checked_add(h.key_len)?;
+    let mut tags = Vec::with_capacity(h.tag_count);
+    for _ in 0..h.tag_count {
+        let len = bytes.get(pos..pos + 2)?;
+        let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+        pos += 2;
+        tags.push(
+            std::str::from_utf8(bytes.get(pos..pos + len)?)
+                .ok()?
+                .to_owned(),
+        );
+        pos += len;
+    }
+    Some(tags)
 }
 
 /// Whether `text` starts with something matching the glob `pattern` (`*` any run, `?` any

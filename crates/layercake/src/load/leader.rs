@@ -39,6 +39,10 @@ impl Cache {
 
     /// Run a load in its own task: loader (panic-safe, hard timeout), write the result unless
     /// superseded, then publish it to the waiters.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the flight, the key and its options, and what the read that led here saw"
+    )]
     pub(crate) fn spawn_load<T, F, Fut, E>(
         &self,
         h: LeaderHandle,
@@ -46,6 +50,7 @@ impl Cache {
         opts: WriteOptions,
         token: Option<LockToken>,
         snap: Snapshot,
+        version: u64,
         loader: F,
     ) where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -75,15 +80,21 @@ impl Cache {
                 .telemetry
                 .loader_done(start.elapsed(), result.is_ok());
             // A fill after a miss publishes nothing, and is dropped if the key changed since
-            // the leader's read began; its failure only costs a future miss. The in-process
-            // tiers are filled before the waiters are released (so the next caller hits), the
-            // shared tiers after (so nobody waits on a slow remote write).
+            // the leader's read began; its failure only costs a future miss. Its entry carries
+            // the version taken before that read, so a tier outside the process refuses it if
+            // a write or removal (here or in another instance) happened meanwhile. The
+            // in-process tiers are filled first; the other tiers before the waiters are
+            // released (so another instance finds the value once the call returns), or after
+            // with `background_fills` (so nobody waits on a remote write).
             let superseded = h
                 .state
                 .superseded
                 .load(std::sync::atomic::Ordering::Acquire);
             let prepared = match &result {
-                Ok(v) if !superseded => cache.prepare(&key, v.as_ref(), &opts).ok().flatten(),
+                Ok(v) if !superseded => cache
+                    .prepare(&key, v.as_ref(), &opts, Some(version))
+                    .ok()
+                    .flatten(),
                 _ => None,
             };
             let local = cache.inner.process_tiers();
@@ -97,6 +108,13 @@ impl Cache {
                         p.decoded.clone(),
                         how,
                     )
+                    .await;
+            }
+            let background = cache.inner.background_fills;
+            let mut prepared = prepared;
+            if !background && let Some(p) = prepared.take() {
+                let _ = cache
+                    .write_entry(&key, p.entry, p.tiers.without(local), p.decoded, how)
                     .await;
             }
             h.complete(result.map(|v| Loaded {

@@ -171,6 +171,9 @@ impl Cache {
         let (result, waiter, leader) = loop {
             let (waiter, leader) = match self.inner.flights.join(&key) {
                 Role::Leader(h) => {
+                    // Taken before the shared tiers are read: a write or removal of the key
+                    // after this point, anywhere, is newer than the value this load fills.
+                    let version = self.inner.versions.next();
                     let remote = self.read_typed::<T>(&key, now, &scope, local..n).await;
                     if let Some(f) = remote.fresh
                         && usable(&f.value)
@@ -225,7 +228,15 @@ impl Cache {
                         None => None,
                     };
                     let w = h.waiter.clone();
-                    self.spawn_load(h, key.clone(), opts.clone(), token, snap, scope.in_span(l));
+                    self.spawn_load(
+                        h,
+                        key.clone(),
+                        opts.clone(),
+                        token,
+                        snap,
+                        version,
+                        scope.in_span(l),
+                    );
                     (w, true)
                 }
                 Role::Follower(w) => (w, false),

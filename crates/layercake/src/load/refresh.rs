@@ -41,7 +41,16 @@ impl Cache {
             && let Some(l) = loader.take()
         {
             let snap = self.inner.epochs.snapshot(key);
-            self.spawn_load(h, key.clone(), opts.clone(), None, snap, scope.in_span(l));
+            let version = self.inner.versions.next();
+            self.spawn_load(
+                h,
+                key.clone(),
+                opts.clone(),
+                None,
+                snap,
+                version,
+                scope.in_span(l),
+            );
         }
     }
 }

@@ -374,6 +374,7 @@ impl OtelScope<'_> {
             }
             "corrupt" => self.add_event(op, "layercake.corrupt", tier, None),
             "promotion" => self.add_event(op, "layercake.promotion", tier, None),
+            "repair_pending" => self.add_event(op, "layercake.repair_pending", tier, None),
             _ => self.add_event(op, "layercake.step", tier, None),
         }
     }

@@ -13,15 +13,17 @@
 //!   `layercake.get_many`, `layercake.get_or_compute_many`, `layercake.invalidate`,
 //!   `layercake.warm`, with attributes `layercake.cache`, `layercake.operation`,
 //!   `layercake.outcome` and, for a hit, `layercake.tier`; events `layercake.fall_through`,
-//!   `layercake.hit`, `layercake.breaker_skip`, `layercake.corrupt`, `layercake.promotion`, each
-//!   with `layercake.tier`;
+//!   `layercake.hit`, `layercake.breaker_skip`, `layercake.corrupt`, `layercake.promotion`,
+//!   `layercake.repair_pending`, each with `layercake.tier`;
 //! - counters `layercake.requests`, `layercake.operations`, `layercake.tier.errors`,
 //!   `layercake.tier.promotions`, `layercake.tier.decode_failures`,
 //!   `layercake.breaker.transitions`, `layercake.backplane.messages.sent` / `.received` /
 //!   `.dropped`, `layercake.backplane.reconnects`, `layercake.write_behind.fallbacks`,
-//!   `layercake.write_behind.failures`;
+//!   `layercake.write_behind.failures`, `layercake.repair.notes`, `layercake.repair.applied`,
+//!   `layercake.repair.failures`, `layercake.repair.overflows`, `layercake.repair.refused`;
 //! - gauges `layercake.memory.entries`, `layercake.memory.size`, `layercake.breaker.state`,
-//!   `layercake.write_behind.depth`;
+//!   `layercake.write_behind.depth`, `layercake.repair.pending`,
+//!   `layercake.repair.oldest_pending_age`;
 //! - histograms `layercake.operation.duration` and `layercake.loader.duration` (seconds).
 //!
 //! Contract:
@@ -47,6 +49,7 @@ mod config;
 mod counters;
 mod instruments;
 mod observers;
+mod repairs;
 
 pub(crate) use config::OtelSetup;
 pub use config::{L1HitSpans, OtelConfig, instrumentation_scope};

@@ -323,6 +323,7 @@ pub(crate) fn observe(inner: &Arc<Stack>, setup: OtelSetup) {
             }
         },
     );
+    super::repairs::observe(&mut keep, m, &weak);
     #[cfg(feature = "memory")]
     if !setup.memory.is_empty() {
         let probes = Arc::new(setup.memory);
