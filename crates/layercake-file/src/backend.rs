@@ -118,7 +118,7 @@ impl FileBackend {
 
     /// A snapshot of the index: entries, bytes, bound, corrupt reads.
     pub fn stats(&self) -> FileStats {
-        let ix = self.store.index.lock();
+        let ix = self.store.index.read();
         FileStats {
             entries: ix.len(),
             bytes: ix.bytes(),
@@ -328,7 +328,7 @@ impl Backend for FileBackend {
             if rescan {
                 store.scan(TempPolicy::Keep)?;
             }
-            let hashes = store.index.lock().select(&selector);
+            let hashes = store.index.read().select(&selector);
             hashes.iter().try_for_each(|h| store.delete(h))
         })
         .await
@@ -345,7 +345,7 @@ impl Backend for FileBackend {
             if rescan {
                 store.scan(TempPolicy::Keep)?;
             }
-            let keys = store.index.lock().keys_with_prefix(&prefix, now, limit);
+            let keys = store.index.read().keys_with_prefix(&prefix, now, limit);
             Ok(keys.iter().filter_map(|k| Key::new(&**k).ok()).collect())
         })
         .await

@@ -57,7 +57,7 @@ impl Store {
             let now = self.clock.now();
             if self
                 .index
-                .lock()
+                .read()
                 .tombstones
                 .refuses(key, &check_tags, version, now)
             {
@@ -88,7 +88,7 @@ impl Store {
         let path = layout::entry_path(&self.root, &h);
         let _g = self.stripe(&h).lock();
         self.index
-            .lock()
+            .write()
             .tombstones
             .record_key(key, t, self.clock.now());
         match std::fs::remove_file(&path) {
@@ -96,7 +96,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error("removing an entry file", e)),
         }
-        self.index.lock().remove(&h);
+        self.index.write().remove(&h);
         Ok(())
     }
 
@@ -105,7 +105,7 @@ impl Store {
     pub(crate) fn record_selector(&self, selector: &Selector, t: Tombstone) {
         let _all = self.lock_all_stripes();
         self.index
-            .lock()
+            .write()
             .tombstones
             .record_selector(selector, t, self.clock.now());
     }

@@ -3,9 +3,16 @@
 //! It serves the byte bound (sizes and least-recently-used order) and invalidation (key text
 //! for prefixes, tags). It is advisory: `get` always reads the file, so an index that is stale
 //! with respect to another process's writes never returns wrong data.
+//!
+//! A hit only marks its record as used ([`Index::touch`], through a shared reference: one
+//! atomic store, under the store's read lock, so concurrent hits do not wait for each other).
+//! The least-recently-used order catches up when it is needed: [`Index::victims`] moves a
+//! record used since it was placed to its place in the order before it would evict it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use layercake_core::{Selector, Timestamp, TombstoneLog};
@@ -13,7 +20,7 @@ use layercake_core::{Selector, Timestamp, TombstoneLog};
 use crate::layout::Hash;
 
 /// What the index records about one entry file.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Meta {
     /// The key text (for prefix invalidation).
     pub(crate) key: Arc<str>,
@@ -25,8 +32,11 @@ pub(crate) struct Meta {
     pub(crate) retain_until: Timestamp,
     /// Inode of the file this record describes (0 when unknown).
     pub(crate) ino: u64,
-    /// LRU stamp (nanoseconds since the epoch, unique).
+    /// Its key in the LRU order (nanoseconds since the epoch, unique).
     stamp: u64,
+    /// When it was last used (nanoseconds since the epoch); later than `stamp` when a hit
+    /// used it since it was placed in the order.
+    used: AtomicU64,
     /// Insertion sequence number: a new record always has a higher one.
     pub(crate) seq: u64,
 }
@@ -53,6 +63,11 @@ pub(crate) struct Index {
     seq: u64,
     /// Tombstones left by `delete_with` / `invalidate_with` (this process's only).
     pub(crate) tombstones: TombstoneLog,
+}
+
+/// A time for [`Meta::used`]: now, in nanoseconds since the epoch.
+fn use_stamp() -> u64 {
+    now_nanos()
 }
 
 fn now_nanos() -> u64 {
@@ -121,6 +136,7 @@ impl Index {
                 retain_until: m.retain_until,
                 ino: m.ino,
                 stamp,
+                used: AtomicU64::new(stamp),
                 seq,
             },
         );
@@ -154,13 +170,12 @@ impl Index {
         }
     }
 
-    /// Mark `h` as used now.
-    pub(crate) fn touch(&mut self, h: &Hash) {
-        let stamp = self.fresh_stamp();
-        if let Some(m) = self.entries.get_mut(h) {
-            self.lru.remove(&m.stamp);
-            m.stamp = stamp;
-            self.lru.insert(stamp, *h);
+    /// Mark `h` as used now (through a shared reference: the order catches up in
+    /// [`victims`](Index::victims)).
+    pub(crate) fn touch(&self, h: &Hash) {
+        if let Some(m) = self.entries.get(h) {
+            m.used
+                .fetch_max(use_stamp().max(m.stamp + 1), Ordering::Relaxed);
         }
     }
 
@@ -180,17 +195,40 @@ impl Index {
     }
 
     /// Entries to evict, oldest use first, so that the remaining bytes are at most `max_bytes`.
-    pub(crate) fn victims(&self, max_bytes: u64) -> Vec<(Hash, u64)> {
+    ///
+    /// Walks the order from its oldest record; a record used since it was placed is moved to
+    /// its place first (each at most once per call: once moved, its stamp is its last use), so
+    /// the victims are the least recently used, as if every hit had moved its record.
+    pub(crate) fn victims(&mut self, max_bytes: u64) -> Vec<(Hash, u64)> {
         let mut over = self.bytes.saturating_sub(max_bytes);
         let mut out = Vec::new();
-        for h in self.lru.values() {
-            if over == 0 {
-                break;
+        let mut after: Option<u64> = None;
+        while over > 0 {
+            let next = match after {
+                None => self.lru.first_key_value(),
+                Some(a) => self
+                    .lru
+                    .range((Bound::Excluded(a), Bound::Unbounded))
+                    .next(),
+            };
+            let Some((&stamp, &h)) = next else { break };
+            after = Some(stamp);
+            let Some(m) = self.entries.get(&h) else {
+                continue;
+            };
+            let used = m.used.load(Ordering::Relaxed);
+            if used > stamp {
+                self.lru.remove(&stamp);
+                let moved = self.free_stamp(used);
+                self.lru.insert(moved, h);
+                if let Some(m) = self.entries.get_mut(&h) {
+                    m.stamp = moved;
+                    *m.used.get_mut() = moved;
+                }
+                continue;
             }
-            if let Some(m) = self.entries.get(h) {
-                over = over.saturating_sub(m.size);
-                out.push((*h, m.ino));
-            }
+            over = over.saturating_sub(m.size);
+            out.push((h, m.ino));
         }
         out
     }
@@ -289,6 +327,30 @@ mod tests {
         let v: Vec<Hash> = ix.victims(250).into_iter().map(|(h, _)| h).collect();
         assert_eq!(v, vec![h(2), h(3)]);
         assert!(ix.victims(400).is_empty());
+    }
+
+    #[test]
+    fn a_touch_is_caught_up_by_eviction_as_if_it_had_moved_the_record() {
+        let mut ix = Index::default();
+        for i in 1..=5u8 {
+            ix.insert(h(i), meta(&format!("k{i}"), 100, &[]), None);
+        }
+        // Used in the order 3, 1 (so 2, 4, 5 are the least recently used, in that order).
+        ix.touch(&h(3));
+        ix.touch(&h(1));
+        let order = |ix: &mut Index, keep| -> Vec<Hash> {
+            ix.victims(keep).into_iter().map(|(h, _)| h).collect()
+        };
+        assert_eq!(order(&mut ix, 0), vec![h(2), h(4), h(5), h(3), h(1)]);
+        // The order was caught up once; asking again gives the same answer.
+        assert_eq!(order(&mut ix, 0), vec![h(2), h(4), h(5), h(3), h(1)]);
+        assert_eq!(order(&mut ix, 300), vec![h(2), h(4)]);
+        // A record removed and inserted again is placed as new.
+        ix.remove(&h(2));
+        ix.insert(h(2), meta("k2", 100, &[]), None);
+        ix.touch(&h(4));
+        assert_eq!(order(&mut ix, 0), vec![h(5), h(3), h(1), h(2), h(4)]);
+        assert_eq!(ix.bytes(), 500);
     }
 
     #[test]

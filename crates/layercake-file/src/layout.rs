@@ -70,10 +70,22 @@ pub(crate) fn shard_dir(root: &Path, h: &Hash) -> PathBuf {
     root.join(shard_name(h))
 }
 
-/// `<root>/<shard>/<hex>.lce`.
+/// `<root>/<shard>/<hex>.lce`, built in one allocation (it is made on every read).
 pub(crate) fn entry_path(root: &Path, h: &Hash) -> PathBuf {
-    let mut p = shard_dir(root, h);
-    p.push(format!("{}.{ENTRY_EXT}", hex(h)));
+    // "ab" then "ab…(64 hex).lce", on the stack.
+    let mut name = [0u8; 64 + 1 + ENTRY_EXT.len()];
+    for (i, b) in h.iter().enumerate() {
+        name[2 * i] = HEX[(b >> 4) as usize];
+        name[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    name[64] = b'.';
+    name[65..].copy_from_slice(ENTRY_EXT.as_bytes());
+    // Only ASCII hex digits, '.' and the extension: always UTF-8.
+    let name = std::str::from_utf8(&name).unwrap_or_default();
+    let mut p = PathBuf::with_capacity(root.as_os_str().len() + 2 + name.len() + 2);
+    p.push(root);
+    p.push(&name[..2]);
+    p.push(name);
     p
 }
 
@@ -128,6 +140,18 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_paths_are_the_shard_dir_joined_with_the_hex_name() {
+        for root in ["/base", "/base/", "relative/dir", ""] {
+            let root = Path::new(root);
+            for k in ["a", "ключ 🔑", &"x".repeat(300)] {
+                let h = key_hash(k);
+                let joined = shard_dir(root, &h).join(format!("{}.{ENTRY_EXT}", hex(&h)));
+                assert_eq!(entry_path(root, &h), joined, "{root:?} {k}");
+            }
+        }
+    }
 
     #[test]
     fn entry_names_round_trip_and_stay_inside() {

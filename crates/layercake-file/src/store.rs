@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use layercake_core::envelope::{self, HeaderInfo};
 use layercake_core::{Bytes, Entry, EnvelopeLimits, Error, Key, Result, SharedClock, Timestamp};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::config::{Durability, FileConfig, WriteFault};
 use crate::index::{Index, NewMeta};
@@ -77,7 +77,7 @@ pub(crate) struct Store {
     pub(crate) clock: SharedClock,
     pub(crate) limits: EnvelopeLimits,
     write_fault: Option<WriteFault>,
-    pub(crate) index: Mutex<Index>,
+    pub(crate) index: RwLock<Index>,
     stripes: Box<[Mutex<()>]>,
     corrupt: AtomicU64,
     dir_lock: File,
@@ -274,7 +274,7 @@ impl Store {
             clock: cfg.clock.clone(),
             limits: cfg.limits,
             write_fault: cfg.write_fault.clone(),
-            index: Mutex::new(Index::default()),
+            index: RwLock::new(Index::default()),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             corrupt: AtomicU64::new(0),
             dir_lock,
@@ -322,14 +322,14 @@ impl Store {
 
     /// Open `key`'s file and, when it is at most `inline_max` bytes, read and judge it.
     pub(crate) fn probe(&self, key: &Key, h: &Hash, inline_max: u64) -> Result<Probe> {
-        let seq_before = self.index.lock().get(h).map_or(0, |m| m.seq);
+        let seq_before = self.index.read().get(h).map_or(0, |m| m.seq);
         let path = layout::entry_path(&self.root, h);
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if seq_before != 0 {
                     // Deleted by another process: forget it unless we rewrote it meanwhile.
-                    let mut ix = self.index.lock();
+                    let mut ix = self.index.write();
                     if ix.get(h).is_some_and(|m| m.seq == seq_before) {
                         ix.remove(h);
                     }
@@ -362,13 +362,25 @@ impl Store {
                 corrupt: true,
             });
         }
-        let mut buf = Vec::with_capacity(p.len as usize);
+        // Exactly the length the open file had: one `read` for a whole file (reading to the
+        // end would take a second one to see the end). The file under this handle does not
+        // change (entries are replaced by renaming a new file over them); one shorter than
+        // its length by now was truncated in place: garbled. What was read is judged by the
+        // envelope, whose lengths and checksum cover every byte.
+        let mut buf = vec![0u8; p.len as usize];
         let mut file = p.file;
-        (&mut file)
-            .take(self.max_file_len() + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| io_error("reading an entry file", e))?;
-        let size = buf.len() as u64;
+        match file.read_exact(&mut buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(Probe::Bad {
+                    ino: p.ino,
+                    corrupt: true,
+                });
+            }
+            Err(e) => return Err(io_error("reading an entry file", e)),
+        }
+        drop(file);
+        let size = p.len;
         let entry = match envelope::decode_with_limits(key, Bytes::from(buf), &self.limits) {
             Ok(e) => e,
             Err(_) => {
@@ -384,11 +396,17 @@ impl Store {
                 corrupt: false,
             });
         }
-        let mut ix = self.index.lock();
-        if ix.get(h).is_some_and(|m| m.ino == p.ino && p.ino != 0) {
-            ix.touch(h);
-        } else {
-            ix.observe(
+        // A hit on a file the index knows is only marked used, under the shared lock.
+        let known = {
+            let ix = self.index.read();
+            let known = ix.get(h).is_some_and(|m| m.ino == p.ino && p.ino != 0);
+            if known {
+                ix.touch(h);
+            }
+            known
+        };
+        if !known {
+            self.index.write().observe(
                 *h,
                 NewMeta {
                     key: Arc::from(key.as_str()),
@@ -400,7 +418,6 @@ impl Store {
                 p.seq_before,
             );
         }
-        drop(ix);
         Ok(Probe::Hit(entry))
     }
 
@@ -431,7 +448,7 @@ impl Store {
             Err(_) => false,
         };
         let removed = same && fs::remove_file(&path).is_ok();
-        self.index.lock().remove_if_ino(h, ino);
+        self.index.write().remove_if_ino(h, ino);
         if removed && corrupt {
             self.corrupt.fetch_add(1, Ordering::Relaxed);
         }
@@ -514,7 +531,7 @@ impl Store {
                 let _ = fs::remove_file(&tmp);
                 return Err(io_error("renaming a temp file into place", e));
             }
-            self.index.lock().insert(
+            self.index.write().insert(
                 h,
                 NewMeta {
                     key: Arc::from(key.as_str()),
@@ -542,7 +559,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error("removing an entry file", e)),
         }
-        self.index.lock().remove(h);
+        self.index.write().remove(h);
         Ok(())
     }
 
@@ -551,7 +568,7 @@ impl Store {
     pub(crate) fn evict(&self) -> usize {
         let mut evicted = 0;
         loop {
-            let victims = self.index.lock().victims(self.max_bytes);
+            let victims = self.index.write().victims(self.max_bytes);
             if victims.is_empty() {
                 return evicted;
             }
@@ -560,13 +577,13 @@ impl Store {
                 let path = layout::entry_path(&self.root, &h);
                 let _g = self.stripe(&h).lock();
                 // Skip a victim this process rewrote since it was chosen.
-                if self.index.lock().get(&h).is_none_or(|m| m.ino != ino) {
+                if self.index.read().get(&h).is_none_or(|m| m.ino != ino) {
                     continue;
                 }
                 if fs::remove_file(&path).is_ok() {
                     evicted += 1;
                 }
-                self.index.lock().remove_if_ino(&h, ino);
+                self.index.write().remove_if_ino(&h, ino);
                 progressed = true;
             }
             if !progressed {
@@ -611,7 +628,7 @@ impl Store {
     /// key and tags; forget records of vanished files; evict down to the bound. Linear in the
     /// number of files.
     pub(crate) fn scan(&self, temps: TempPolicy) -> Result<SweepReport> {
-        let start_seq = self.index.lock().seq();
+        let start_seq = self.index.read().seq();
         let now = self.clock.now();
         let mut seen = HashSet::new();
         let mut rep = SweepReport::default();
@@ -641,7 +658,7 @@ impl Store {
                 #[cfg(not(unix))]
                 let ino = 0;
                 let known = {
-                    let ix = self.index.lock();
+                    let ix = self.index.read();
                     ix.get(&h)
                         .filter(|m| m.ino == ino && ino != 0)
                         .map(|m| m.retain_until)
@@ -660,7 +677,7 @@ impl Store {
                             }
                             continue;
                         }
-                        let mut ix = self.index.lock();
+                        let mut ix = self.index.write();
                         // Never replace a record this process wrote during the scan.
                         if ix.get(&h).is_none_or(|m| m.seq <= start_seq) {
                             ix.insert(h, p.meta, Some(p.mtime_nanos));
@@ -677,9 +694,9 @@ impl Store {
                 }
             }
         }
-        rep.vanished = self.index.lock().retain_seen(&seen, start_seq);
+        rep.vanished = self.index.write().retain_seen(&seen, start_seq);
         rep.evicted = self.evict();
-        let ix = self.index.lock();
+        let ix = self.index.read();
         rep.entries = ix.len();
         rep.bytes = ix.bytes();
         Ok(rep)
@@ -714,7 +731,7 @@ impl Store {
     /// Remove every entry file of the directory (temp files of writes in flight are left to
     /// finish) and every index record.
     pub(crate) fn clear(&self) -> Result<()> {
-        let start_seq = self.index.lock().seq();
+        let start_seq = self.index.read().seq();
         for shard in self.shard_dirs()? {
             let rd = match fs::read_dir(&shard) {
                 Ok(rd) => rd,
@@ -728,7 +745,7 @@ impl Store {
                 }
             }
         }
-        let mut ix = self.index.lock();
+        let mut ix = self.index.write();
         ix.retain_seen(&HashSet::new(), start_seq);
         ix.tombstones.clear();
         Ok(())

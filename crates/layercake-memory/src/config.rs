@@ -21,8 +21,9 @@ use layercake_core::{Error, Result, SharedClock, system_clock};
 /// ```
 #[derive(Debug, Clone)]
 pub struct MemoryConfig {
-    /// Bound on the summed weight ([`Entry::weight`](layercake_core::Entry::weight) plus key
-    /// length and 16 bytes) of the entries kept, in bytes.
+    /// Bound on the summed weight of the entries kept, in bytes: each weighs its payload, key,
+    /// tags and the tier's own allocations, and its decoded value when it carries one (see
+    /// [`MemoryBackend`](crate::MemoryBackend)).
     pub max_bytes: u64,
     /// Expected number of entries; `None` means `max_bytes / 1024` (at least 32).
     pub estimated_items: Option<usize>,

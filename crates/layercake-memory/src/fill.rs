@@ -16,7 +16,7 @@ use std::time::Duration;
 use layercake_core::{Entry, Error, FillOutcome, Key, Result, Selector, Tombstone};
 use quick_cache::sync::{EntryAction, EntryResult};
 
-use crate::backend::{MemoryBackend, weigh};
+use crate::backend::{MemoryBackend, bytes_weight, stored_copy};
 
 /// How long a fill waits for another fill of the same key holding its placeholder (a few
 /// instructions in practice) before giving up as refused.
@@ -37,7 +37,7 @@ impl MemoryBackend {
         if tombstones.refuses(key, &entry.tags, entry.version, now) {
             return Ok(FillOutcome::Tombstoned);
         }
-        let new = Arc::new(entry.clone());
+        let new = Arc::new(stored_copy(key, entry, self.max_entry_weight));
         let result = self
             .cache
             .entry(key, Some(PLACEHOLDER_WAIT), |_, stored: &mut Arc<Entry>| {
@@ -91,9 +91,10 @@ impl MemoryBackend {
         self.tombstones.read().len()
     }
 
-    /// `TooLarge` when `entry` is heavier than one entry may be; nothing is changed.
+    /// `TooLarge` when `entry`'s bytes (its decoded value not counted: it is dropped when only
+    /// it does not fit) are heavier than one entry may be; nothing is changed.
     pub(crate) fn check_weight(&self, key: &Key, entry: &Entry) -> Result<()> {
-        let weight = weigh(key, entry);
+        let weight = bytes_weight(key, entry);
         if weight > self.max_entry_weight {
             return Err(Error::too_large(format!(
                 "entry of weight {weight} bytes is over the memory tier's per-entry limit of {} \

@@ -6,16 +6,20 @@
 //! time; the report says which targets are met and by how much the others are missed.
 //!
 //! Sections (all by default, or a comma-separated subset with `--only`): `l1`, `remote` (L2
-//! and L3), `file` (L4), `set`, `codec`, `otel`, `workloads`, `stampede`.
+//! and L3), `file` (L4), `set`, `codec`, `otel`, `workloads`, `stampede`, `handwritten`
+//! (layercake beside the moka + redis-rs glue it replaces), `memory` (resident memory of the
+//! L1 against its bound).
 
 mod chart;
 mod codecs;
 mod data;
 mod env;
+mod handwritten;
 mod harness;
 mod l1;
 mod local;
 mod machine;
+mod memory;
 mod otel;
 mod remote;
 mod report;
@@ -50,7 +54,7 @@ struct Args {
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
     /// Only these sections (comma-separated): l1, remote, file, set, codec, otel, workloads,
-    /// stampede.
+    /// stampede, handwritten, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The Tokio runtime the benchmark runs on (see docs/benchmarks.md, "How it measures").
@@ -62,6 +66,9 @@ struct Args {
     /// directory on a real disk to measure the tier there.
     #[arg(long)]
     file_dir: Option<PathBuf>,
+    /// Internal: run the memory section's probe (the child process it starts) and exit.
+    #[arg(long = "memory-probe", hide = true)]
+    memory_probe: Option<usize>,
 }
 
 /// The directory the file rows write under: `--file-dir`, else `/dev/shm` if it is a
@@ -142,7 +149,7 @@ impl Plans {
 }
 
 /// Set in the environment of the re-executed benchmark (see [`steady_allocator`]).
-const MALLOC_MARK: &str = "LAYERCAKE_BENCH_MALLOC";
+pub(crate) const MALLOC_MARK: &str = "LAYERCAKE_BENCH_MALLOC";
 /// glibc malloc settings of a run: blocks up to 32 MiB come from the heap (not a fresh `mmap`
 /// each), and freed memory is not returned to the kernel, so that neither side of a comparison
 /// pays page faults that depend on what the allocator happened to hold (the 64 KiB rows moved
@@ -177,6 +184,9 @@ fn main() -> Result<()> {
         std::process::exit(code);
     }
     let args = Args::parse();
+    if let Some(tasks) = args.memory_probe {
+        return memory::probe(tasks);
+    }
     std::fs::create_dir_all(&args.out)?;
     let mode = if args.quick { "quick" } else { "full" };
     eprintln!("waiting for the machine to go quiet (at most 60 s) …");
@@ -302,6 +312,8 @@ async fn run_all(
     section!("codec", codecs::run(&mut results, plans.codec));
     section!("workloads", workloads::run(&env, &mut results, quick));
     section!("stampede", stampede::run(&env, &mut results, quick));
+    section!("handwritten", handwritten::run(&mut results, quick));
+    section!("memory", memory::run(&mut results));
     eprintln!("[{:>5.1} s] cleanup", t0.elapsed().as_secs_f64());
     env.cleanup().await;
     eprintln!("[{:>5.1} s] done", t0.elapsed().as_secs_f64());

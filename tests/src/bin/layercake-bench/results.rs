@@ -161,6 +161,52 @@ pub(crate) struct StampedeRow {
     pub(crate) errors: u64,
 }
 
+/// One workload of the comparison with hand-written glue (moka + redis-rs + serde_json).
+#[derive(Debug, Clone)]
+pub(crate) struct GlueRow {
+    /// `Zipf 0.99`, `uniform`.
+    pub(crate) workload: &'static str,
+    /// Cost ratio layercake / hand-written (the inverse of the throughput ratio).
+    pub(crate) ratio: Ratio,
+    /// The hand-written side (cost per operation at 16 tasks).
+    pub(crate) hand: Measure,
+    /// layercake.
+    pub(crate) layercake: Measure,
+    /// Share of reads the hand-written side's moka answered.
+    pub(crate) hand_hit_ratio: f64,
+    /// Share of reads layercake's L1 answered.
+    pub(crate) layercake_hit_ratio: f64,
+    /// Entries in moka at the end.
+    pub(crate) hand_entries: u64,
+    /// Entries in layercake's L1 at the end.
+    pub(crate) layercake_entries: u64,
+    /// Operations that failed, both sides.
+    pub(crate) errors: u64,
+}
+
+/// Resident memory of an L1 under a churn of unique keys (measured in a child process).
+#[derive(Debug, Clone)]
+pub(crate) struct MemoryRow {
+    /// Tasks (and runtime workers) writing.
+    pub(crate) tasks: usize,
+    /// The configured bound, bytes.
+    pub(crate) bound: u64,
+    /// Entries held at the end.
+    pub(crate) entries: u64,
+    /// Highest weighed bytes seen.
+    pub(crate) weighed_max: u64,
+    /// The tier's capacity (the bound rounded to the shards).
+    pub(crate) capacity: u64,
+    /// How many times the bound was written.
+    pub(crate) written_times: u64,
+    /// RSS growth over the start after each tenth of the churn, bytes.
+    pub(crate) samples: Vec<u64>,
+    /// Entries after filling to 90 % of the bound (before the churn, nothing evicted).
+    pub(crate) fill_entries: u64,
+    /// RSS growth at that point, bytes.
+    pub(crate) fill_growth: u64,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Default)]
 pub(crate) struct Results {
@@ -172,6 +218,10 @@ pub(crate) struct Results {
     pub(crate) workloads: Vec<WorkloadRow>,
     /// Stampedes.
     pub(crate) stampedes: Vec<StampedeRow>,
+    /// Against hand-written glue.
+    pub(crate) glue: Vec<GlueRow>,
+    /// Resident memory of the L1.
+    pub(crate) memory: Vec<MemoryRow>,
     /// Notes gathered while running (what a section could not measure, and why).
     pub(crate) notes: Vec<String>,
 }
