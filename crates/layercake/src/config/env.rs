@@ -4,7 +4,7 @@ use super::*;
 
 impl CacheConfig {
     /// Read the configuration from the process environment (see the [module
-    /// documentation](self)); an invalid value is a `Config` error naming the variable.
+    /// documentation](crate::config)); an invalid value is a `Config` error naming the variable.
     pub fn from_env() -> Result<CacheConfig> {
         Self::from_vars(
             VARIABLES
