@@ -16,7 +16,8 @@ use std::time::Duration;
 use layercake_core::{Entry, Error, FillOutcome, Key, Result, Selector, Tombstone};
 use quick_cache::sync::{EntryAction, EntryResult};
 
-use crate::backend::{MemoryBackend, bytes_weight, stored_copy};
+use crate::backend::MemoryBackend;
+use crate::weight::{bytes_weight, stored_copy};
 
 /// How long a fill waits for another fill of the same key holding its placeholder (a few
 /// instructions in practice) before giving up as refused.

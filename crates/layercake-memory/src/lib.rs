@@ -3,6 +3,7 @@
 mod backend;
 mod config;
 mod fill;
+mod weight;
 
 pub use backend::MemoryBackend;
 pub use config::MemoryConfig;
