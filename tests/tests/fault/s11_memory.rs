@@ -14,7 +14,7 @@ const BOUND: u64 = 16 << 20;
 /// each of the two worker threads its own arena, and memory freed into one is not reused by
 /// the other thread. Measured growth over CI runs while the decoded copies were not weighed:
 /// 2.3× to 3.1× (49.6 MiB once, which failed the first margin of 3×); since they are, 1.6× to
-/// 1.8× on a developer machine. The slack, not the cache, is what varies. A leak is caught by
+/// 2.0× on a developer machine. The slack, not the cache, is what varies. A leak is caught by
 /// the settling check below, which does not depend on the margin.
 const MARGIN: f64 = 4.0;
 

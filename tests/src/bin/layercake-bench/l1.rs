@@ -21,12 +21,16 @@ async fn filled(
     n: usize,
     size: usize,
 ) -> Result<(Cache, Arc<MemoryBackend>, Vec<String>, Vec<usize>)> {
-    let weight = (n * (size + 512)) as u64 * 2;
+    // Room for every entry twice over: the tier weighs the bytes and the decoded value.
+    let weight = (n * (size + 512)) as u64 * 4;
     let l1 = Arc::new(memory(weight.max(16 << 20))?);
     let c = cache(name, vec![l1.clone()], everywhere(), Codec::json())?;
     let keys: Vec<String> = (0..n).map(|i| format!("doc:{i:06}")).collect();
     for (i, k) in keys.iter().enumerate() {
         c.set(k.as_str(), Doc::sized(i as u64, size)).await?;
+    }
+    if l1.entries() != n {
+        return Err(format!("{name}: the L1 holds {} of {n} entries", l1.entries()).into());
     }
     let probe = c.get::<Doc>(keys[0].as_str()).await?;
     if probe.map(|l| l.source) != Some(Source::Hit { tier: 0 }) {
