@@ -132,35 +132,36 @@ fn skew_check(r: &mut Report, tier: &'static str, server_us: i128, before: i128,
     r.add(tier, "clock", status, detail, json!({"skew_ms": skew_ms}));
 }
 
+/// The connected backend when it answers a health call; otherwise its failure is reported.
+/// Backends start while their server is down (calls then fail with `Unavailable`), so
+/// reachability is a health call, not the connect.
+async fn reachable<B: Backend>(
+    r: &mut Report,
+    tier: &'static str,
+    connected: layercake::Result<Option<B>>,
+) -> Option<B> {
+    let failed = match connected {
+        Ok(Some(b)) => match b.health().await {
+            Ok(()) => return Some(b),
+            Err(e) => e,
+        },
+        Ok(None) => return None,
+        Err(e) => e,
+    };
+    r.add(
+        tier,
+        "reachable",
+        Status::Fail,
+        failed.to_string(),
+        Value::Null,
+    );
+    None
+}
+
 async fn redis(r: &mut Report, c: &CacheConfig) {
     let t = Instant::now();
-    // The backend starts while its server is down (calls then fail with `Unavailable`), so
-    // reachability is a health call, not the connect.
-    let backend = match c.connect_redis().await {
-        Ok(Some(b)) => match b.health().await {
-            Ok(()) => b,
-            Err(e) => {
-                r.add(
-                    "redis",
-                    "reachable",
-                    Status::Fail,
-                    e.to_string(),
-                    Value::Null,
-                );
-                return;
-            }
-        },
-        Ok(None) => return,
-        Err(e) => {
-            r.add(
-                "redis",
-                "reachable",
-                Status::Fail,
-                e.to_string(),
-                Value::Null,
-            );
-            return;
-        }
+    let Some(backend) = reachable(r, "redis", c.connect_redis().await).await else {
+        return;
     };
     r.add(
         "redis",
@@ -281,33 +282,8 @@ async fn redis(r: &mut Report, c: &CacheConfig) {
 
 async fn postgres(r: &mut Report, c: &CacheConfig) {
     let t = Instant::now();
-    // The backend starts while its server is down (calls then fail with `Unavailable`), so
-    // reachability is a health call, not the connect.
-    let backend = match c.connect_postgres().await {
-        Ok(Some(b)) => match b.health().await {
-            Ok(()) => b,
-            Err(e) => {
-                r.add(
-                    "postgres",
-                    "reachable",
-                    Status::Fail,
-                    e.to_string(),
-                    Value::Null,
-                );
-                return;
-            }
-        },
-        Ok(None) => return,
-        Err(e) => {
-            r.add(
-                "postgres",
-                "reachable",
-                Status::Fail,
-                e.to_string(),
-                Value::Null,
-            );
-            return;
-        }
+    let Some(backend) = reachable(r, "postgres", c.connect_postgres().await).await else {
+        return;
     };
     r.add(
         "postgres",
