@@ -21,7 +21,7 @@ use layercake_core::{Entry, Error, FillOutcome, Key, Result, Selector, Timestamp
 
 use tokio_postgres::types::ToSql;
 
-use crate::backend::{Shared, run};
+use crate::shared::{Shared, run};
 
 /// Statement parameters.
 type Params<'a> = [&'a (dyn ToSql + Sync)];

@@ -8,8 +8,10 @@ mod fill;
 mod ident;
 mod inspect;
 mod prefix;
+mod ready;
 mod reaper;
 mod schema;
+mod shared;
 mod sql;
 mod startup;
 

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::time::MissedTickBehavior;
 
-use crate::backend::Shared;
 use crate::config::ReaperConfig;
+use crate::shared::Shared;
 
 /// Every `interval`, delete expired rows `batch_size` at a time until a batch comes back
 /// short, then the expired tombstones. Each batch is one short statement (its own transaction), so the reaper never holds
