@@ -65,7 +65,7 @@ impl Tiers {
         )
         .await
         .expect("postgres tier");
-        let file = FileBackend::open(FileConfig::new(dir.path()).clock(clock))
+        let file = FileBackend::open(FileConfig::new(dir.path()).with_clock(clock))
             .await
             .expect("file tier");
         Tiers {

@@ -124,7 +124,7 @@ async fn ten_thousand_concurrent_callers_run_the_loader_once() {
 /// from its L1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_with_a_backplane_never_read_old_values_from_l1() {
-    use layercake_redis::{BackplaneConfig, RedisBackplane, RedisConfig};
+    use layercake_redis::{RedisBackplane, RedisBackplaneConfig, RedisConfig};
     let shared = Tiers::connect(Arc::new(SystemClock)).await;
     let channel = format!("{}-bp", shared.name);
     let cfg = RedisConfig::new(&shared.redis_url);
@@ -138,12 +138,12 @@ async fn two_instances_with_a_backplane_never_read_old_values_from_l1() {
             .unwrap()
     };
     let a = instance(
-        RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel))
+        RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(&channel))
             .await
             .unwrap(),
     );
     let b = instance(
-        RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel))
+        RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(&channel))
             .await
             .unwrap(),
     );

@@ -23,7 +23,6 @@
 mod fault {
     mod contract;
     mod support;
-    mod tmpfs;
 
     mod s01_redis_killed;
     mod s02_redis_frozen;

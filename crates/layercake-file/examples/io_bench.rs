@@ -168,7 +168,7 @@ async fn backend(dir: &Path, label: &str) {
     let entry = Entry::new(vec![1u8; 1024], now, Duration::from_secs(3600));
     for (inline, name) in [(64 * 1024, "in place"), (0, "spawn_blocking")] {
         let d = dir.join(format!("b-{inline}"));
-        let b = FileBackend::open(FileConfig::new(&d).inline_read_max(inline))
+        let b = FileBackend::open(FileConfig::new(&d).with_inline_read_max(inline))
             .await
             .unwrap();
         let k = Key::new("bench:hit").unwrap();
@@ -191,7 +191,7 @@ async fn backend(dir: &Path, label: &str) {
         (Durability::Full, 800),
     ] {
         let d = dir.join(format!("s-{dur:?}"));
-        let b = FileBackend::open(FileConfig::new(&d).durability(dur))
+        let b = FileBackend::open(FileConfig::new(&d).with_durability(dur))
             .await
             .unwrap();
         let mut i = 0;
@@ -236,7 +236,7 @@ async fn rebuild(dir: &Path) {
     let entry = Entry::new(vec![1u8; 1024], now, Duration::from_secs(3600)).with_tags(["t"]);
     let mut made = 0;
     for n in [10_000usize, 40_000] {
-        let b = FileBackend::open(FileConfig::new(dir).durability(Durability::None))
+        let b = FileBackend::open(FileConfig::new(dir).with_durability(Durability::None))
             .await
             .unwrap();
         for i in made..n {

@@ -12,9 +12,10 @@ use layercake_core::{
 use tokio::sync::Notify;
 
 use crate::config::FileConfig;
+use crate::error::{BACKEND, blocking_failed};
 use crate::layout;
 use crate::report::{FileStats, SweepReport};
-use crate::store::{KIND, Probe, Store, TempPolicy};
+use crate::store::{Probe, Store, TempPolicy};
 
 /// `get_many` splits its keys into chunks of at least this many, each read on the blocking
 /// pool; smaller batches are read one by one like `get`.
@@ -52,10 +53,6 @@ pub struct FileBackend {
     stop: Arc<Notify>,
 }
 
-fn blocking_failed(e: tokio::task::JoinError) -> Error {
-    Error::unavailable(format!("file tier: a blocking file task failed: {e}")).with_backend(KIND)
-}
-
 async fn blocking<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,
@@ -74,15 +71,7 @@ impl FileBackend {
     /// Must be called within a tokio runtime; the sweep needs the runtime's timer (enabled by
     /// `#[tokio::main]`, `#[tokio::test]` and `Builder::enable_all`).
     pub async fn open(config: FileConfig) -> Result<FileBackend> {
-        if config.max_bytes == 0 {
-            return Err(Error::config("file tier: max_bytes must be above 0").with_backend(KIND));
-        }
-        if config.sweep_interval.is_some_and(|d| d.is_zero()) {
-            return Err(
-                Error::config("file tier: sweep_interval must be above 0 (or None)")
-                    .with_backend(KIND),
-            );
-        }
+        config.validate()?;
         let cfg = config.clone();
         let (store, opened) = blocking(move || Store::open(&cfg)).await?;
         let store = Arc::new(store);
@@ -164,14 +153,14 @@ impl FileBackend {
             return Ok(Write::Delete(layout::key_hash(key.as_str())));
         }
         let bytes = envelope::encode_with_limits(key, entry, &self.store.limits)
-            .map_err(|e| e.with_backend(KIND))?;
+            .map_err(|e| e.with_backend(BACKEND))?;
         if bytes.len() as u64 > self.store.max_bytes {
             return Err(Error::too_large(format!(
                 "file tier: an entry file of {} bytes exceeds max_bytes ({})",
                 bytes.len(),
                 self.store.max_bytes
             ))
-            .with_backend(KIND));
+            .with_backend(BACKEND));
         }
         Ok(Write::File(EncodedEntry {
             key: key.clone(),
@@ -207,7 +196,7 @@ async fn sweep_loop(store: Weak<Store>, interval: Duration, stop: Arc<Notify>) {
 #[async_trait]
 impl Backend for FileBackend {
     fn kind(&self) -> &'static str {
-        KIND
+        BACKEND
     }
 
     fn capability(&self) -> Capability {
@@ -389,9 +378,9 @@ impl Backend for FileBackend {
             Ok(md) if md.is_dir() => Ok(()),
             Ok(_) => Err(
                 Error::unavailable("file tier: the cache path is not a directory")
-                    .with_backend(KIND),
+                    .with_backend(BACKEND),
             ),
-            Err(e) => Err(crate::store::io_error("checking the cache directory", e)),
+            Err(e) => Err(crate::error::io_error("checking the cache directory", e)),
         }
     }
 

@@ -1,12 +1,11 @@
 //! [`FileConfig`] and [`Durability`].
 
-use std::fmt;
-use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use layercake_core::{EnvelopeLimits, SharedClock, system_clock};
+use layercake_core::{EnvelopeLimits, Result, SharedClock, system_clock};
+
+use crate::error;
 
 /// How hard a `set` works to make an entry survive a crash of the machine (not of the process:
 /// a process crash never loses an acknowledged entry at any level, because the page cache
@@ -29,11 +28,6 @@ pub enum Durability {
     Full,
 }
 
-/// A fault-injection hook for tests: called with the number of bytes about to be written to a
-/// temp file; an error it returns is treated exactly like the write failing with that error
-/// (for example `ENOSPC`).
-pub type WriteFault = Arc<dyn Fn(usize) -> io::Result<()> + Send + Sync>;
-
 /// Configuration of a [`FileBackend`](crate::FileBackend).
 ///
 /// | field | default | meaning |
@@ -46,7 +40,20 @@ pub type WriteFault = Arc<dyn Fn(usize) -> io::Result<()> + Send + Sync>;
 /// | `inline_read_max` | 68 KiB | files up to this size (a 64 KiB value plus its envelope) are read on the calling task; larger ones through `spawn_blocking` |
 /// | `rescan_on_invalidate` | `true` | before a prefix/tag invalidation, pick up files other processes wrote |
 /// | `limits` | [`EnvelopeLimits::default`] | envelope limits used to encode and decode |
-#[derive(Clone)]
+///
+/// ```
+/// use layercake_file::{Durability, FileConfig};
+/// use std::time::Duration;
+/// let cfg = FileConfig::new("/var/cache/app")
+///     .with_max_bytes(256 << 20)
+///     .with_durability(Durability::Data)
+///     .with_sweep_interval(Some(Duration::from_secs(30)));
+/// assert_eq!(cfg.max_bytes, 256 << 20);
+/// assert!(cfg.validate().is_ok());
+/// assert!(cfg.with_max_bytes(0).validate().is_err());
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FileConfig {
     /// The cache directory; created (with parents) by `open` if missing.
     pub dir: PathBuf,
@@ -69,8 +76,6 @@ pub struct FileConfig {
     pub rescan_on_invalidate: bool,
     /// Envelope limits used to encode and decode.
     pub limits: EnvelopeLimits,
-    /// Fault-injection hook for tests, see [`WriteFault`]; `None` in production.
-    pub write_fault: Option<WriteFault>,
 }
 
 impl FileConfig {
@@ -85,71 +90,63 @@ impl FileConfig {
             inline_read_max: 68 * 1024,
             rescan_on_invalidate: true,
             limits: EnvelopeLimits::default(),
-            write_fault: None,
         }
     }
 
     /// Set the byte bound.
-    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
     }
 
     /// Set the durability.
-    pub fn durability(mut self, durability: Durability) -> Self {
+    pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
         self
     }
 
     /// Set the sweep interval (`None`: no background sweep).
-    pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
+    pub fn with_sweep_interval(mut self, interval: Option<Duration>) -> Self {
         self.sweep_interval = interval;
         self
     }
 
     /// Set the clock.
-    pub fn clock(mut self, clock: SharedClock) -> Self {
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
     }
 
     /// Set the largest file read in place.
-    pub fn inline_read_max(mut self, bytes: u64) -> Self {
+    pub fn with_inline_read_max(mut self, bytes: u64) -> Self {
         self.inline_read_max = bytes;
         self
     }
 
     /// Set whether invalidation rescans the directory first.
-    pub fn rescan_on_invalidate(mut self, rescan: bool) -> Self {
+    pub fn with_rescan_on_invalidate(mut self, rescan: bool) -> Self {
         self.rescan_on_invalidate = rescan;
         self
     }
 
     /// Set the envelope limits.
-    pub fn limits(mut self, limits: EnvelopeLimits) -> Self {
+    pub fn with_limits(mut self, limits: EnvelopeLimits) -> Self {
         self.limits = limits;
         self
     }
 
-    /// Install a write fault hook (tests only).
-    pub fn write_fault(mut self, fault: WriteFault) -> Self {
-        self.write_fault = Some(fault);
-        self
-    }
-}
-
-impl fmt::Debug for FileConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileConfig")
-            .field("dir", &self.dir)
-            .field("max_bytes", &self.max_bytes)
-            .field("durability", &self.durability)
-            .field("sweep_interval", &self.sweep_interval)
-            .field("clock", &self.clock)
-            .field("inline_read_max", &self.inline_read_max)
-            .field("rescan_on_invalidate", &self.rescan_on_invalidate)
-            .field("limits", &self.limits)
-            .field("write_fault", &self.write_fault.is_some())
-            .finish()
+    /// Check the configuration: `max_bytes` must not be zero, nor `sweep_interval` when set.
+    /// [`FileBackend::open`](crate::FileBackend::open) calls it; a problem is a
+    /// [`Config`](layercake_core::ErrorKind::Config) error.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_bytes == 0 {
+            return Err(error::config("file tier: max_bytes must be above 0"));
+        }
+        if self.sweep_interval.is_some_and(|d| d.is_zero()) {
+            return Err(error::config(
+                "file tier: sweep_interval must be above 0 (or None)",
+            ));
+        }
+        Ok(())
     }
 }

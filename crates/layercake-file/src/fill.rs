@@ -17,8 +17,9 @@ use std::path::Path;
 use layercake_core::envelope::{self, HeaderInfo};
 use layercake_core::{FillOutcome, Key, Result, Selector, Tombstone};
 
+use crate::error::io_error;
 use crate::layout;
-use crate::store::{Store, io_error};
+use crate::store::Store;
 
 /// The version and `retain_until` of the valid entry of `key` in the file at `path`, if any
 /// (a missing, foreign or garbled file has none).

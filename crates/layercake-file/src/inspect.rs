@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use layercake_core::{Error, Result};
 
+use crate::error::BACKEND;
 use crate::layout;
-use crate::store::KIND;
 
 /// What a directory walk found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,7 +34,8 @@ pub struct DirUsage {
 /// file that vanishes during the walk is skipped. A missing directory is a `Config` error.
 pub fn inspect_dir(dir: &Path) -> Result<DirUsage> {
     let io_err = |doing: &str, e: io::Error| {
-        Error::unavailable(format!("file tier: {doing} {}: {e}", dir.display())).with_backend(KIND)
+        Error::unavailable(format!("file tier: {doing} {}: {e}", dir.display()))
+            .with_backend(BACKEND)
     };
     let top = match fs::read_dir(dir) {
         Ok(t) => t,
@@ -43,7 +44,7 @@ pub fn inspect_dir(dir: &Path) -> Result<DirUsage> {
                 "file tier: the directory {} does not exist",
                 dir.display()
             ))
-            .with_backend(KIND));
+            .with_backend(BACKEND));
         }
         Err(e) => return Err(io_err("cannot list", e)),
     };

@@ -2,6 +2,7 @@
 
 mod backend;
 mod config;
+mod error;
 mod fill;
 mod index;
 mod inspect;
@@ -10,6 +11,6 @@ mod report;
 mod store;
 
 pub use backend::FileBackend;
-pub use config::{Durability, FileConfig, WriteFault};
+pub use config::{Durability, FileConfig};
 pub use inspect::{DirUsage, inspect_dir};
 pub use report::{FileStats, SweepReport};

@@ -15,16 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use layercake_core::envelope::{self, HeaderInfo};
-use layercake_core::{Bytes, Entry, EnvelopeLimits, Error, Key, Result, SharedClock, Timestamp};
+use layercake_core::{Bytes, Entry, EnvelopeLimits, Key, Result, SharedClock, Timestamp};
 use parking_lot::{Mutex, RwLock};
 
-use crate::config::{Durability, FileConfig, WriteFault};
+use crate::config::{Durability, FileConfig};
+use crate::error::{dir_error, io_error};
 use crate::index::{Index, NewMeta};
 use crate::layout::{self, Hash};
 use crate::report::SweepReport;
-
-/// The backend kind, as reported in errors.
-pub(crate) const KIND: &str = "file";
 
 const STRIPES: usize = 64;
 /// First read of a file while rebuilding the index: one page holds the header, the key and the
@@ -76,7 +74,6 @@ pub(crate) struct Store {
     durability: Durability,
     pub(crate) clock: SharedClock,
     pub(crate) limits: EnvelopeLimits,
-    write_fault: Option<WriteFault>,
     pub(crate) index: RwLock<Index>,
     stripes: Box<[Mutex<()>]>,
     corrupt: AtomicU64,
@@ -91,41 +88,6 @@ impl std::fmt::Debug for Store {
             .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
-}
-
-/// An I/O error as a layercake error, with a clear message for a full disk.
-pub(crate) fn io_error(doing: &str, e: io::Error) -> Error {
-    let msg = match e.kind() {
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => format!(
-            "file tier: no space left on the device while {doing}; the entry was not stored \
-             and entries already stored are unchanged"
-        ),
-        _ => format!("file tier: {doing} failed"),
-    };
-    Error::unavailable(msg).with_source(e).with_backend(KIND)
-}
-
-/// Why the cache directory could not be created, saying so when the path (or one of its
-/// parents) is a file rather than a directory: `create_dir_all` reports that only as "File
-/// exists" or "Not a directory".
-fn dir_error(dir: &Path, e: io::Error) -> Error {
-    let file = dir
-        .ancestors()
-        .find(|p| fs::metadata(p).is_ok_and(|md| !md.is_dir()));
-    let msg = match file {
-        Some(p) if p == dir => format!(
-            "file tier: the cache path {} is a file, not a directory; give the path of a \
-             directory (it is created if missing) or remove the file",
-            dir.display()
-        ),
-        Some(p) => format!(
-            "file tier: cannot create the cache directory {}: {} is a file, not a directory",
-            dir.display(),
-            p.display()
-        ),
-        None => return io_error(&format!("creating the directory {}", dir.display()), e),
-    };
-    Error::config(msg).with_source(e).with_backend(KIND)
 }
 
 #[cfg(unix)]
@@ -273,7 +235,6 @@ impl Store {
             durability: cfg.durability,
             clock: cfg.clock.clone(),
             limits: cfg.limits,
-            write_fault: cfg.write_fault.clone(),
             index: RwLock::new(Index::default()),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             corrupt: AtomicU64::new(0),
@@ -473,9 +434,6 @@ impl Store {
 
     fn write_temp(&self, dir: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<u64> {
         let mut f = self.create_temp(dir, tmp)?;
-        if let Some(fault) = &self.write_fault {
-            fault(bytes.len())?;
-        }
         f.write_all(bytes)?;
         if self.durability != Durability::None {
             f.sync_data()?;

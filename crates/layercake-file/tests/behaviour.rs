@@ -17,7 +17,7 @@ use layercake_core::{
 use layercake_file::{Durability, FileBackend, FileConfig};
 
 fn cfg(dir: &Path) -> FileConfig {
-    FileConfig::new(dir).sweep_interval(None)
+    FileConfig::new(dir).with_sweep_interval(None)
 }
 
 fn entry(v: &[u8]) -> Entry {
@@ -127,7 +127,7 @@ async fn open_rebuilds_the_index_from_headers_and_heals_bad_files() {
     let temp = paths[0].parent().unwrap().join(".tmp-4000000-7");
     fs::write(&temp, b"half a write").unwrap();
 
-    let b = FileBackend::open(cfg(dir.path()).rescan_on_invalidate(false))
+    let b = FileBackend::open(cfg(dir.path()).with_rescan_on_invalidate(false))
         .await
         .unwrap();
     let rep = b.open_report();
@@ -237,7 +237,7 @@ async fn temp_files_of_live_writers_survive_another_open() {
 async fn expiry_is_lazy_and_swept_with_the_given_clock() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let b = FileBackend::open(cfg(dir.path()).clock(Arc::new(clock.clone())))
+    let b = FileBackend::open(cfg(dir.path()).with_clock(Arc::new(clock.clone())))
         .await
         .unwrap();
     let now = clock.now();
@@ -284,8 +284,8 @@ async fn the_periodic_sweep_runs_and_stops() {
     let clock = ManualClock::new();
     let b = FileBackend::open(
         FileConfig::new(dir.path())
-            .clock(Arc::new(clock.clone()))
-            .sweep_interval(Some(Duration::from_millis(20))),
+            .with_clock(Arc::new(clock.clone()))
+            .with_sweep_interval(Some(Duration::from_millis(20))),
     )
     .await
     .unwrap();
@@ -351,9 +351,13 @@ async fn get_many_in_parallel_equals_a_loop_of_get() {
 async fn every_durability_round_trips_and_large_values_go_off_the_runtime() {
     for d in [Durability::None, Durability::Data, Durability::Full] {
         let dir = tempfile::tempdir().unwrap();
-        let b = FileBackend::open(cfg(dir.path()).durability(d).inline_read_max(1024))
-            .await
-            .unwrap();
+        let b = FileBackend::open(
+            cfg(dir.path())
+                .with_durability(d)
+                .with_inline_read_max(1024),
+        )
+        .await
+        .unwrap();
         for len in [0, 1000, 5000] {
             let k = key(&format!("dur:{len}"));
             b.set(&k, &entry(&vec![7; len])).await.unwrap();
@@ -365,15 +369,16 @@ async fn every_durability_round_trips_and_large_values_go_off_the_runtime() {
 #[tokio::test]
 async fn configuration_errors_and_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let err = FileBackend::open(cfg(dir.path()).max_bytes(0))
+    let err = FileBackend::open(cfg(dir.path()).with_max_bytes(0))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
-    let err = FileBackend::open(FileConfig::new(dir.path()).sweep_interval(Some(Duration::ZERO)))
-        .await
-        .unwrap_err();
+    let err =
+        FileBackend::open(FileConfig::new(dir.path()).with_sweep_interval(Some(Duration::ZERO)))
+            .await
+            .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
-    let b = FileBackend::open(cfg(dir.path()).max_bytes(4096))
+    let b = FileBackend::open(cfg(dir.path()).with_max_bytes(4096))
         .await
         .unwrap();
     let err = b.set(&key("big"), &entry(&[0; 5000])).await.unwrap_err();

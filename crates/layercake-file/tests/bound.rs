@@ -33,8 +33,8 @@ async fn size_bound_holds_within_ten_percent_under_churn() {
     let bound: u64 = 512 * 1024;
     let b = FileBackend::open(
         FileConfig::new(dir.path())
-            .max_bytes(bound)
-            .sweep_interval(None),
+            .with_max_bytes(bound)
+            .with_sweep_interval(None),
     )
     .await
     .unwrap();
@@ -95,8 +95,8 @@ async fn size_bound_holds_within_ten_percent_under_churn() {
     drop(b);
     let b = FileBackend::open(
         FileConfig::new(dir.path())
-            .max_bytes(bound)
-            .sweep_interval(None),
+            .with_max_bytes(bound)
+            .with_sweep_interval(None),
     )
     .await
     .unwrap();
@@ -110,7 +110,7 @@ async fn reopening_with_a_smaller_bound_evicts_the_least_recently_written() {
     let dir = tempfile::tempdir().unwrap();
     let now = SystemClock.now();
     {
-        let b = FileBackend::open(FileConfig::new(dir.path()).sweep_interval(None))
+        let b = FileBackend::open(FileConfig::new(dir.path()).with_sweep_interval(None))
             .await
             .unwrap();
         for i in 0..40 {
@@ -127,8 +127,8 @@ async fn reopening_with_a_smaller_bound_evicts_the_least_recently_written() {
     }
     let b = FileBackend::open(
         FileConfig::new(dir.path())
-            .max_bytes(10 * 1100)
-            .sweep_interval(None),
+            .with_max_bytes(10 * 1100)
+            .with_sweep_interval(None),
     )
     .await
     .unwrap();

@@ -37,7 +37,7 @@ async fn file_backend_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let backend = Arc::new(
-        FileBackend::open(FileConfig::new(dir.path()).clock(Arc::new(clock.clone())))
+        FileBackend::open(FileConfig::new(dir.path()).with_clock(Arc::new(clock.clone())))
             .await
             .unwrap(),
     );
@@ -66,7 +66,7 @@ async fn file_backend_passes_the_conformance_suite_on_a_current_thread_runtime()
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let backend = Arc::new(
-        FileBackend::open(FileConfig::new(dir.path()).clock(Arc::new(clock.clone())))
+        FileBackend::open(FileConfig::new(dir.path()).with_clock(Arc::new(clock.clone())))
             .await
             .unwrap(),
     );

@@ -65,7 +65,7 @@ fn crash_child_writer() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let b = FileBackend::open(FileConfig::new(dir).durability(durability))
+        let b = FileBackend::open(FileConfig::new(dir).with_durability(durability))
             .await
             .unwrap();
         println!("ready");
@@ -182,7 +182,7 @@ async fn sigkill_at_random_moments_never_leaves_a_torn_entry() {
         }
         temps_seen_before_open += temp_files(dir.path()).len();
 
-        let b = FileBackend::open(FileConfig::new(dir.path()).sweep_interval(None))
+        let b = FileBackend::open(FileConfig::new(dir.path()).with_sweep_interval(None))
             .await
             .unwrap();
         let rep = b.open_report();

@@ -1,6 +1,7 @@
 //! A full disk: `set` fails with a clear error, earlier entries stay readable, and nothing that
-//! was acknowledged is lost. Once with an injected `ENOSPC` (portable), once on a real 1 MiB
-//! tmpfs (needs permission to mount; as root here).
+//! was acknowledged is lost. On a real 1 MiB tmpfs of each test's own, filled to its last page
+//! (by a filler file, or by the tier's own writes): mounting it needs root or `CAP_SYS_ADMIN`,
+//! and the tests fail saying so without it.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,13 +9,11 @@
 )]
 
 use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use layercake_core::{Backend, Clock, Entry, ErrorKind, Key, SystemClock};
 use layercake_file::{FileBackend, FileConfig};
+use layercake_testkit::tmpfs::Tmpfs;
 
 fn entry(fill: u8, len: usize) -> Entry {
     Entry::new(
@@ -38,26 +37,28 @@ fn temp_files(dir: &Path) -> usize {
     n
 }
 
+/// A tmpfs of this test's own; fails saying what is needed when it cannot be mounted.
+async fn tmpfs(bytes: u64) -> Tmpfs {
+    Tmpfs::mount(bytes)
+        .await
+        .unwrap_or_else(|e| panic!("the disk-full tests need a real full filesystem: {e}"))
+}
+
 #[tokio::test]
-async fn injected_enospc_is_a_clear_error_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let full = Arc::new(AtomicBool::new(false));
-    let f = full.clone();
-    let cfg = FileConfig::new(dir.path()).write_fault(Arc::new(move |_len| {
-        if f.load(Ordering::SeqCst) {
-            Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
-        } else {
-            Ok(())
-        }
-    }));
-    let b = FileBackend::open(cfg).await.unwrap();
+async fn a_full_filesystem_is_a_clear_error_and_loses_nothing() {
+    let fs = tmpfs(1 << 20).await;
+    let dir = fs.path().join("cache");
+    let b = FileBackend::open(FileConfig::new(&dir).with_sweep_interval(None))
+        .await
+        .unwrap();
     let keys: Vec<Key> = (0..20)
         .map(|i| Key::new(format!("full:{i}")).unwrap())
         .collect();
     for (i, k) in keys.iter().enumerate() {
         b.set(k, &entry(i as u8, 1000)).await.unwrap();
     }
-    full.store(true, Ordering::SeqCst);
+    fs.fill().unwrap();
+    assert!(fs.is_full(), "the filler left room on the tmpfs");
     // A new key and an overwrite of an existing one both fail …
     let err = b
         .set(&Key::new("full:new").unwrap(), &entry(99, 1000))
@@ -74,7 +75,7 @@ async fn injected_enospc_is_a_clear_error_and_loses_nothing() {
     let err = b.set(&keys[3], &entry(77, 500)).await.unwrap_err();
     assert!(err.to_string().contains("no space left"), "{err}");
     // … leave no temp file, and change nothing that was acknowledged.
-    assert_eq!(temp_files(dir.path()), 0);
+    assert_eq!(temp_files(&dir), 0);
     assert!(
         b.get(&Key::new("full:new").unwrap())
             .await
@@ -86,41 +87,16 @@ async fn injected_enospc_is_a_clear_error_and_loses_nothing() {
         assert_eq!(e.value.as_ref(), vec![i as u8; 1000].as_slice());
     }
     // Space is back: writes work again.
-    full.store(false, Ordering::SeqCst);
+    fs.unfill().unwrap();
     b.set(&keys[3], &entry(77, 500)).await.unwrap();
     assert_eq!(b.get(&keys[3]).await.unwrap().unwrap().value.len(), 500);
 }
 
-/// Unmounts the tmpfs when dropped.
-struct Mount(std::path::PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[tokio::test]
 async fn real_enospc_on_a_one_mib_tmpfs() {
-    let base = tempfile::tempdir().unwrap();
-    let mnt = base.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        // Not permitted here (not root / no CAP_SYS_ADMIN): the injected-ENOSPC test above
-        // covers the same contract.
-        eprintln!(
-            "real_enospc_on_a_one_mib_tmpfs: cannot mount a tmpfs here; covered by the injected test"
-        );
-        return;
-    }
-    let _guard = Mount(mnt.clone());
-    let dir = mnt.join("cache");
-    let b = FileBackend::open(FileConfig::new(&dir).sweep_interval(None))
+    let fs = tmpfs(1 << 20).await;
+    let dir = fs.path().join("cache");
+    let b = FileBackend::open(FileConfig::new(&dir).with_sweep_interval(None))
         .await
         .unwrap();
     let mut acked = Vec::new();
@@ -159,7 +135,7 @@ async fn real_enospc_on_a_one_mib_tmpfs() {
     }
     // Reopen: everything acknowledged is still there, nothing is corrupt.
     drop(b);
-    let b = FileBackend::open(FileConfig::new(&dir).sweep_interval(None))
+    let b = FileBackend::open(FileConfig::new(&dir).with_sweep_interval(None))
         .await
         .unwrap();
     assert_eq!(b.open_report().corrupt_removed, 0);

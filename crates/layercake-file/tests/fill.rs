@@ -30,8 +30,8 @@ async fn fills_respect_the_file_in_place_and_refusals_leave_no_trace() {
     let open = || {
         FileBackend::open(
             FileConfig::new(dir.path())
-                .clock(Arc::new(clock.clone()))
-                .sweep_interval(None),
+                .with_clock(Arc::new(clock.clone()))
+                .with_sweep_interval(None),
         )
     };
     let (a, b) = (open().await.unwrap(), open().await.unwrap());

@@ -20,6 +20,7 @@ use layercake_core::{Error, Result, SharedClock, system_clock};
 /// assert_eq!(MemoryConfig::default().estimated_items(), 65_536);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct MemoryConfig {
     /// Bound on the summed weight of the entries kept, in bytes: each weighs its payload, key,
     /// tags and the tier's own allocations, and its decoded value when it carries one (see

@@ -1,7 +1,6 @@
 //! [`PostgresBackplane`]: cross-instance invalidation over LISTEN/NOTIFY.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,134 +16,13 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls, Notification};
 
+use crate::config::PostgresBackplaneConfig;
 use crate::error::{self, BACKEND};
 use crate::ident;
 
 /// The fixed part of an encoded [`Message`] (magic, version, code, entry version, origin,
 /// length), in bytes.
 const MESSAGE_OVERHEAD: usize = 30;
-
-/// Configuration of a [`PostgresBackplane`].
-///
-/// | setting | default |
-/// |---|---|
-/// | channel | `layercake` |
-/// | instance id | [`InstanceId::generate`] |
-/// | event buffer per subscriber | 1024 |
-/// | connect timeout / operation timeout | 1 s / 1 s |
-/// | heartbeat on the LISTEN connection | every 5 s |
-/// | reconnect backoff | 50 ms doubling to 2 s |
-#[derive(Clone)]
-pub struct PostgresBackplaneConfig {
-    pg: tokio_postgres::Config,
-    channel: String,
-    instance: InstanceId,
-    capacity: usize,
-    connect_timeout: Duration,
-    operation_timeout: Duration,
-    heartbeat: Duration,
-    backoff_min: Duration,
-    backoff_max: Duration,
-    require_server: bool,
-}
-
-impl PostgresBackplaneConfig {
-    /// Parse a connection string.
-    pub fn new(connection_string: &str) -> Result<Self> {
-        let pg = tokio_postgres::Config::from_str(connection_string)
-            .map_err(|e| error::config(format!("invalid PostgreSQL connection string: {e}")))?;
-        Ok(Self::from_pg_config(pg))
-    }
-
-    /// Use an already built tokio-postgres configuration.
-    pub fn from_pg_config(pg: tokio_postgres::Config) -> Self {
-        PostgresBackplaneConfig {
-            pg,
-            channel: "layercake".to_owned(),
-            instance: InstanceId::generate(),
-            capacity: 1024,
-            connect_timeout: Duration::from_secs(1),
-            operation_timeout: Duration::from_secs(1),
-            heartbeat: Duration::from_secs(5),
-            backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(2),
-            require_server: false,
-        }
-    }
-
-    /// The NOTIFY channel (1..=63 bytes, no control characters; case-sensitive).
-    pub fn with_channel(mut self, channel: impl Into<String>) -> Self {
-        self.channel = channel.into();
-        self
-    }
-
-    /// This instance's id (the composer passes its own).
-    pub fn with_instance(mut self, id: InstanceId) -> Self {
-        self.instance = id;
-        self
-    }
-
-    /// Events buffered per subscriber before it lags.
-    pub fn with_capacity(mut self, n: usize) -> Self {
-        self.capacity = n.max(1);
-        self
-    }
-
-    /// Connect and operation (publish, LISTEN, heartbeat) timeouts.
-    pub fn with_timeouts(mut self, connect: Duration, operation: Duration) -> Self {
-        self.connect_timeout = connect;
-        self.operation_timeout = operation;
-        self
-    }
-
-    /// How often the LISTEN connection is checked with an empty query (so a silently dead
-    /// connection is noticed).
-    pub fn with_heartbeat(mut self, every: Duration) -> Self {
-        self.heartbeat = every;
-        self
-    }
-
-    /// Reconnect backoff: first delay and cap (doubling in between).
-    pub fn with_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff_min = min;
-        self.backoff_max = max.max(min);
-        self
-    }
-
-    /// Whether [`connect`](PostgresBackplane::connect) fails when PostgreSQL cannot be
-    /// reached (`true`), or starts disconnected and LISTENs once the server answers
-    /// (`false`, the default; it then sends [`BackplaneEvent::Reconnected`]). A server that
-    /// answers and refuses (a database that does not exist, wrong credentials) fails
-    /// `connect` either way.
-    pub fn with_require_server(mut self, on: bool) -> Self {
-        self.require_server = on;
-        self
-    }
-
-    fn effective_pg(&self) -> tokio_postgres::Config {
-        let mut pg = self.pg.clone();
-        pg.connect_timeout(self.connect_timeout);
-        if pg.get_application_name().is_none() {
-            pg.application_name("layercake-backplane");
-        }
-        pg
-    }
-}
-
-impl fmt::Debug for PostgresBackplaneConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresBackplaneConfig")
-            .field("pg", &self.pg)
-            .field("channel", &self.channel)
-            .field("instance", &self.instance)
-            .field("capacity", &self.capacity)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("operation_timeout", &self.operation_timeout)
-            .field("heartbeat", &self.heartbeat)
-            .field("require_server", &self.require_server)
-            .finish()
-    }
-}
 
 #[derive(Debug, Default)]
 struct State {

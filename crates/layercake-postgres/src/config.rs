@@ -1,9 +1,11 @@
-//! [`PostgresConfig`]: connection, table, pool, timeouts, reaper.
+//! [`PostgresConfig`]: connection, table, pool, timeouts, reaper ([`ReaperConfig`]);
+//! [`PostgresBackplaneConfig`]: the LISTEN/NOTIFY backplane's channel, timeouts and backoff.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use layercake_core::backplane::InstanceId;
 use layercake_core::{Result, SharedClock, system_clock};
 
 use crate::error;
@@ -48,13 +50,37 @@ impl Default for Recycling {
 }
 
 /// The background reaper that deletes expired rows.
+///
+/// ```
+/// use layercake_postgres::ReaperConfig;
+/// use std::time::Duration;
+/// let reaper = ReaperConfig::default()
+///     .with_interval(Duration::from_secs(5))
+///     .with_batch_size(500);
+/// assert_eq!((reaper.interval, reaper.batch_size), (Duration::from_secs(5), 500));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReaperConfig {
     /// Time between passes. Default 30 s.
     pub interval: Duration,
     /// Rows deleted per statement; a pass repeats statements until one deletes fewer. Default
     /// 1000.
     pub batch_size: u32,
+}
+
+impl ReaperConfig {
+    /// Set the time between passes.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Set the rows deleted per statement.
+    pub fn with_batch_size(mut self, rows: u32) -> Self {
+        self.batch_size = rows;
+        self
+    }
 }
 
 impl Default for ReaperConfig {
@@ -87,6 +113,7 @@ impl Default for ReaperConfig {
 ///
 /// `Debug` never shows the password (tokio-postgres redacts it).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct PostgresConfig {
     pub(crate) pg: tokio_postgres::Config,
     pub(crate) schema: String,
@@ -300,6 +327,129 @@ impl fmt::Debug for PostgresConfig {
             .field("clock", &self.clock)
             .field("reaper", &self.reaper)
             .field("max_value_bytes", &self.max_value_bytes)
+            .field("require_server", &self.require_server)
+            .finish()
+    }
+}
+
+/// Configuration of a [`PostgresBackplane`](crate::PostgresBackplane).
+///
+/// | setting | default |
+/// |---|---|
+/// | channel | `layercake` |
+/// | instance id | [`InstanceId::generate`] |
+/// | event buffer per subscriber | 1024 |
+/// | connect timeout / operation timeout | 1 s / 1 s |
+/// | heartbeat on the LISTEN connection | every 5 s |
+/// | reconnect backoff | 50 ms doubling to 2 s |
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PostgresBackplaneConfig {
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) channel: String,
+    pub(crate) instance: InstanceId,
+    pub(crate) capacity: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) backoff_min: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) require_server: bool,
+}
+
+impl PostgresBackplaneConfig {
+    /// Parse a connection string.
+    pub fn new(connection_string: &str) -> Result<Self> {
+        let pg = tokio_postgres::Config::from_str(connection_string)
+            .map_err(|e| error::config(format!("invalid PostgreSQL connection string: {e}")))?;
+        Ok(Self::from_pg_config(pg))
+    }
+
+    /// Use an already built tokio-postgres configuration.
+    pub fn from_pg_config(pg: tokio_postgres::Config) -> Self {
+        PostgresBackplaneConfig {
+            pg,
+            channel: "layercake".to_owned(),
+            instance: InstanceId::generate(),
+            capacity: 1024,
+            connect_timeout: Duration::from_secs(1),
+            operation_timeout: Duration::from_secs(1),
+            heartbeat: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            require_server: false,
+        }
+    }
+
+    /// The NOTIFY channel (1..=63 bytes, no control characters; case-sensitive).
+    pub fn with_channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// This instance's id (the composer passes its own).
+    pub fn with_instance(mut self, id: InstanceId) -> Self {
+        self.instance = id;
+        self
+    }
+
+    /// Events buffered per subscriber before it lags.
+    pub fn with_capacity(mut self, n: usize) -> Self {
+        self.capacity = n.max(1);
+        self
+    }
+
+    /// Connect and operation (publish, LISTEN, heartbeat) timeouts.
+    pub fn with_timeouts(mut self, connect: Duration, operation: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.operation_timeout = operation;
+        self
+    }
+
+    /// How often the LISTEN connection is checked with an empty query (so a silently dead
+    /// connection is noticed).
+    pub fn with_heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// Reconnect backoff: first delay and cap (doubling in between).
+    pub fn with_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+
+    /// Whether [`connect`](crate::PostgresBackplane::connect) fails when PostgreSQL cannot be
+    /// reached (`true`), or starts disconnected and LISTENs once the server answers
+    /// (`false`, the default; it then sends [`BackplaneEvent::Reconnected`](layercake_core::backplane::BackplaneEvent::Reconnected)). A server that
+    /// answers and refuses (a database that does not exist, wrong credentials) fails
+    /// `connect` either way.
+    pub fn with_require_server(mut self, on: bool) -> Self {
+        self.require_server = on;
+        self
+    }
+
+    pub(crate) fn effective_pg(&self) -> tokio_postgres::Config {
+        let mut pg = self.pg.clone();
+        pg.connect_timeout(self.connect_timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("layercake-backplane");
+        }
+        pg
+    }
+}
+
+impl fmt::Debug for PostgresBackplaneConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresBackplaneConfig")
+            .field("pg", &self.pg)
+            .field("channel", &self.channel)
+            .field("instance", &self.instance)
+            .field("capacity", &self.capacity)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("heartbeat", &self.heartbeat)
             .field("require_server", &self.require_server)
             .finish()
     }

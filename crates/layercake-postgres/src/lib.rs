@@ -16,8 +16,10 @@ mod sql;
 mod startup;
 
 pub use backend::PostgresBackend;
-pub use backplane::{PostgresBackplane, PostgresBackplaneConfig};
-pub use config::{MAX_TABLE_NAME_LEN, PostgresConfig, ReaperConfig, Recycling, TableKind};
+pub use backplane::PostgresBackplane;
+pub use config::{
+    MAX_TABLE_NAME_LEN, PostgresBackplaneConfig, PostgresConfig, ReaperConfig, Recycling, TableKind,
+};
 
 pub use inspect::TableInfo;
 /// Re-exported so users configure connections with the same tokio-postgres version.

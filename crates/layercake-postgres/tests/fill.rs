@@ -109,10 +109,11 @@ async fn the_reaper_removes_expired_tombstones() {
         schema
             .config("reaped")
             .with_clock(Arc::new(clock.clone()))
-            .with_reaper(Some(ReaperConfig {
-                interval: Duration::from_millis(50),
-                batch_size: 100,
-            })),
+            .with_reaper(Some(
+                ReaperConfig::default()
+                    .with_interval(Duration::from_millis(50))
+                    .with_batch_size(100),
+            )),
     )
     .await
     .unwrap();

@@ -17,10 +17,11 @@ async fn reaper_bounds_the_table_under_churn() {
     let cfg = schema
         .config("churn")
         .with_clock(Arc::new(clock.clone()))
-        .with_reaper(Some(ReaperConfig {
-            interval: Duration::from_millis(50),
-            batch_size: 100,
-        }));
+        .with_reaper(Some(
+            ReaperConfig::default()
+                .with_interval(Duration::from_millis(50))
+                .with_batch_size(100),
+        ));
     let b = PostgresBackend::connect(cfg).await.unwrap();
     assert!(b.reaper_running());
     const ROUNDS: usize = 30;

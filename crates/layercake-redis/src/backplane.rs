@@ -14,59 +14,9 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::backend::RedisBackend;
-use crate::config::RedisConfig;
+use crate::config::{RedisBackplaneConfig, RedisConfig};
 use crate::conn::{Redis, client, endpoint, uses_tls};
 use crate::error::{BACKEND, connect_err_at, connect_timeout, map_err_at};
-
-/// Configuration of a [`RedisBackplane`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct BackplaneConfig {
-    /// The pub/sub channel. Default `layercake:backplane`.
-    pub channel: String,
-    /// This instance's id, stamped on published messages and filtered out on receipt.
-    /// Default: a fresh [`InstanceId::generate`].
-    pub instance: InstanceId,
-    /// Events buffered per subscriber before it lags. Default 1024.
-    pub capacity: usize,
-    /// First pause between resubscribe attempts (doubled up to `reconnect_max_delay`).
-    /// Default 50 ms.
-    pub reconnect_min_delay: Duration,
-    /// Longest pause between resubscribe attempts. Default 1 s.
-    pub reconnect_max_delay: Duration,
-    /// How often the subscriber connection is PINGed to notice a frozen or silently lost
-    /// server. Default 1 s.
-    pub keepalive: Duration,
-}
-
-impl BackplaneConfig {
-    /// Defaults on `channel`.
-    pub fn new(channel: impl Into<String>) -> BackplaneConfig {
-        BackplaneConfig {
-            channel: channel.into(),
-            ..BackplaneConfig::default()
-        }
-    }
-
-    /// Set the instance id.
-    pub fn with_instance(mut self, instance: InstanceId) -> Self {
-        self.instance = instance;
-        self
-    }
-}
-
-impl Default for BackplaneConfig {
-    fn default() -> Self {
-        BackplaneConfig {
-            channel: "layercake:backplane".to_owned(),
-            instance: InstanceId::generate(),
-            capacity: 1024,
-            reconnect_min_delay: Duration::from_millis(50),
-            reconnect_max_delay: Duration::from_secs(1),
-            keepalive: Duration::from_secs(1),
-        }
-    }
-}
 
 /// Invalidations between cache instances over Redis pub/sub.
 ///
@@ -104,7 +54,7 @@ struct Subscriber {
     addr: String,
     /// Whether it connects with TLS, for errors.
     tls: bool,
-    config: BackplaneConfig,
+    config: RedisBackplaneConfig,
     connect_timeout: Duration,
     ping_timeout: Duration,
 }
@@ -130,7 +80,10 @@ impl RedisBackplane {
     /// sends [`BackplaneEvent::Reconnected`] once it has; with
     /// [`require_server`](RedisConfig::require_server) it fails instead (as it does for wrong
     /// credentials or an address that is not Redis).
-    pub async fn connect(redis: &RedisConfig, config: BackplaneConfig) -> Result<RedisBackplane> {
+    pub async fn connect(
+        redis: &RedisConfig,
+        config: RedisBackplaneConfig,
+    ) -> Result<RedisBackplane> {
         let publisher = Redis::connect(redis).await?;
         Self::start(publisher, redis, config).await
     }
@@ -139,7 +92,7 @@ impl RedisBackplane {
     /// connection.
     pub async fn for_backend(
         backend: &RedisBackend,
-        config: BackplaneConfig,
+        config: RedisBackplaneConfig,
     ) -> Result<RedisBackplane> {
         Self::start(backend.redis().clone(), backend.config(), config).await
     }
@@ -147,7 +100,7 @@ impl RedisBackplane {
     async fn start(
         publisher: Redis,
         redis: &RedisConfig,
-        config: BackplaneConfig,
+        config: RedisBackplaneConfig,
     ) -> Result<RedisBackplane> {
         let (tx, _) = broadcast::channel(config.capacity.max(1));
         let shared = Arc::new(Shared {

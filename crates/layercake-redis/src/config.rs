@@ -1,8 +1,10 @@
-//! [`RedisConfig`]: where the Redis tier connects, how, and with which limits.
+//! [`RedisConfig`]: where the Redis tier connects, how, and with which limits;
+//! [`RedisBackplaneConfig`]: the pub/sub backplane's channel and reconnect behaviour.
 
 use std::fmt;
 use std::time::Duration;
 
+use layercake_core::backplane::InstanceId;
 use layercake_core::{EnvelopeLimits, Error, Result, SharedClock, system_clock};
 
 use crate::error::BACKEND;
@@ -345,6 +347,81 @@ impl fmt::Debug for RedisConfig {
                     .map(|_| "<certificate and ***>"),
             )
             .finish()
+    }
+}
+
+/// Configuration of a [`RedisBackplane`](crate::RedisBackplane).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisBackplaneConfig {
+    /// The pub/sub channel. Default `layercake:backplane`.
+    pub channel: String,
+    /// This instance's id, stamped on published messages and filtered out on receipt.
+    /// Default: a fresh [`InstanceId::generate`].
+    pub instance: InstanceId,
+    /// Events buffered per subscriber before it lags. Default 1024.
+    pub capacity: usize,
+    /// First pause between resubscribe attempts (doubled up to `reconnect_max_delay`).
+    /// Default 50 ms.
+    pub reconnect_min_delay: Duration,
+    /// Longest pause between resubscribe attempts. Default 1 s.
+    pub reconnect_max_delay: Duration,
+    /// How often the subscriber connection is PINGed to notice a frozen or silently lost
+    /// server. Default 1 s.
+    pub keepalive: Duration,
+}
+
+impl RedisBackplaneConfig {
+    /// Defaults on `channel`.
+    pub fn new(channel: impl Into<String>) -> RedisBackplaneConfig {
+        RedisBackplaneConfig {
+            channel: channel.into(),
+            ..RedisBackplaneConfig::default()
+        }
+    }
+
+    /// Set the pub/sub channel.
+    pub fn with_channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// Set the instance id.
+    pub fn with_instance(mut self, instance: InstanceId) -> Self {
+        self.instance = instance;
+        self
+    }
+
+    /// Set the number of events buffered per subscriber before it lags.
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Set the resubscribe backoff: the first pause and the longest (doubling in between).
+    pub fn with_reconnect_delays(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min_delay = min;
+        self.reconnect_max_delay = max.max(min);
+        self
+    }
+
+    /// Set how often the subscriber connection is PINGed.
+    pub fn with_keepalive(mut self, every: Duration) -> Self {
+        self.keepalive = every;
+        self
+    }
+}
+
+impl Default for RedisBackplaneConfig {
+    fn default() -> Self {
+        RedisBackplaneConfig {
+            channel: "layercake:backplane".to_owned(),
+            instance: InstanceId::generate(),
+            capacity: 1024,
+            reconnect_min_delay: Duration::from_millis(50),
+            reconnect_max_delay: Duration::from_secs(1),
+            keepalive: Duration::from_secs(1),
+        }
     }
 }
 

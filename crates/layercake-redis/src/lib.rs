@@ -16,7 +16,7 @@ mod pool;
 mod tls;
 
 pub use backend::RedisBackend;
-pub use backplane::{BackplaneConfig, RedisBackplane};
-pub use config::{ConnectionMode, RedisConfig, redact_url};
+pub use backplane::RedisBackplane;
+pub use config::{ConnectionMode, RedisBackplaneConfig, RedisConfig, redact_url};
 pub use inspect::{RedisServerInfo, ServerTtl};
 pub use keys::escape_glob;

@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use layercake_core::backplane::{Backplane, BackplaneEvent, InstanceId, Message, Target};
-use layercake_redis::{BackplaneConfig, RedisBackplane, RedisConfig};
+use layercake_redis::{RedisBackplane, RedisBackplaneConfig, RedisConfig};
 use layercake_testkit::services::{require_redis, unique_id};
 use support::Server;
 use tokio::sync::broadcast::Receiver;
@@ -38,13 +38,13 @@ async fn two_subscribers_see_every_message() {
     let url = require_redis();
     let channel = unique_id("lctest:bp:");
     let cfg = RedisConfig::new(&url);
-    let a = RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel))
+    let a = RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(&channel))
         .await
         .unwrap();
-    let b = RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel))
+    let b = RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(&channel))
         .await
         .unwrap();
-    let publisher = RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel))
+    let publisher = RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(&channel))
         .await
         .unwrap();
     assert!(a.is_connected() && b.is_connected());
@@ -114,10 +114,10 @@ async fn client_kill_is_reported_as_a_reconnect() {
     let mut server = Server::start();
     let channel = unique_id("lctest:bp:");
     let cfg = RedisConfig::new(server.url()).with_connect_timeout(Duration::from_millis(300));
-    let a = RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel))
+    let a = RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(&channel))
         .await
         .unwrap();
-    let b = RedisBackplane::connect(&cfg, BackplaneConfig::new(&channel))
+    let b = RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(&channel))
         .await
         .unwrap();
     let (mut ra, mut rb) = (a.subscribe(), b.subscribe());

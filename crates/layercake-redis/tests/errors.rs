@@ -11,7 +11,9 @@ mod support;
 use std::time::Duration;
 
 use layercake_core::{Backend, ErrorKind, Key};
-use layercake_redis::{BackplaneConfig, ConnectionMode, RedisBackend, RedisBackplane, RedisConfig};
+use layercake_redis::{
+    ConnectionMode, RedisBackend, RedisBackplane, RedisBackplaneConfig, RedisConfig,
+};
 use layercake_testkit::services::{host_port, require_postgres};
 
 /// Bound on any connection attempt of these tests.
@@ -115,7 +117,7 @@ async fn a_backplane_names_where_its_subscription_failed() {
     .with_require_server(true);
     let err = tokio::time::timeout(
         LIMIT,
-        RedisBackplane::connect(&cfg, BackplaneConfig::new("lc:errors")),
+        RedisBackplane::connect(&cfg, RedisBackplaneConfig::new("lc:errors")),
     )
     .await
     .expect("connect must give up within its timeouts")

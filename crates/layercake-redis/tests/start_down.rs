@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use layercake_core::backplane::{Backplane, BackplaneEvent};
 use layercake_core::{Backend, Clock, Entry, ErrorKind, Key, SystemClock};
-use layercake_redis::{BackplaneConfig, ConnectionMode, RedisBackend, RedisBackplane, RedisConfig};
+use layercake_redis::{
+    ConnectionMode, RedisBackend, RedisBackplane, RedisBackplaneConfig, RedisConfig,
+};
 use support::{Server, unique_prefix};
 
 /// Bound on `connect` while the server is down (one attempt, refused at once).
@@ -105,7 +107,7 @@ async fn a_backplane_built_while_redis_is_down_subscribes_when_it_comes_up() {
     let channel = unique_prefix("startdown-channel");
     let backplane = tokio::time::timeout(
         CONNECT_LIMIT,
-        RedisBackplane::connect(&cfg, BackplaneConfig::new(channel)),
+        RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(channel)),
     )
     .await
     .expect("connect returns within its timeouts")

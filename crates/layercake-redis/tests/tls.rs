@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use layercake_core::backplane::{Backplane, BackplaneEvent, Message, Target};
 use layercake_core::{Backend, Clock, Entry, ErrorKind, Key, SystemClock};
-use layercake_redis::{BackplaneConfig, ConnectionMode, RedisBackend, RedisBackplane, RedisConfig};
+use layercake_redis::{
+    ConnectionMode, RedisBackend, RedisBackplane, RedisBackplaneConfig, RedisConfig,
+};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use support::unique_prefix;
 
@@ -184,10 +186,10 @@ async fn rediss_round_trips_with_the_configured_ca() {
     // The backplane subscribes and publishes over TLS too.
     let cfg = config(server.url(), ConnectionMode::Multiplexed).with_tls_root_ca(pki.ca.clone());
     let channel = unique_prefix("tls-channel");
-    let a = RedisBackplane::connect(&cfg, BackplaneConfig::new(channel.clone()))
+    let a = RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(channel.clone()))
         .await
         .unwrap();
-    let b = RedisBackplane::connect(&cfg, BackplaneConfig::new(channel))
+    let b = RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(channel))
         .await
         .unwrap();
     assert!(a.is_connected() && b.is_connected());

@@ -112,7 +112,7 @@ async fn build(dir: &std::path::Path) -> layercake::Result<(Cache, Vec<String>)>
         b = b.tier(pg);
         described.push("postgres".into());
     }
-    let file = FileBackend::open(FileConfig::new(dir).max_bytes(256 << 20)).await?;
+    let file = FileBackend::open(FileConfig::new(dir).with_max_bytes(256 << 20)).await?;
     b = b.tier(file);
     described.push("file".into());
     Ok((b.build()?, described))

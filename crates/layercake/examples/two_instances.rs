@@ -38,13 +38,13 @@ async fn shared_tier_and_backplane(
                 .await?;
         Ok((Arc::new(backend), Arc::new(a), Arc::new(b)))
     } else {
-        use layercake_redis::{BackplaneConfig, RedisBackend, RedisBackplane, RedisConfig};
+        use layercake_redis::{RedisBackend, RedisBackplane, RedisBackplaneConfig, RedisConfig};
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let cfg = RedisConfig::new(url).with_cache_name("demo");
         let backend = RedisBackend::connect(cfg.clone()).await?;
         let channel = "layercake-demo";
-        let a = RedisBackplane::connect(&cfg, BackplaneConfig::new(channel)).await?;
-        let b = RedisBackplane::connect(&cfg, BackplaneConfig::new(channel)).await?;
+        let a = RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(channel)).await?;
+        let b = RedisBackplane::connect(&cfg, RedisBackplaneConfig::new(channel)).await?;
         Ok((Arc::new(backend), Arc::new(a), Arc::new(b)))
     }
 }

@@ -906,7 +906,7 @@ async fn prometheus_example_serves_per_tier_hit_counters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backplane_and_write_behind_are_reported() {
     use layercake::WriteMode;
-    use layercake_redis::{BackplaneConfig, RedisBackplane};
+    use layercake_redis::{RedisBackplane, RedisBackplaneConfig};
     let sdk = Sdk::new();
     let url = require_redis();
     let prefix = format!("{}:", unique_id("lc-otel-bp-"));
@@ -918,7 +918,7 @@ async fn backplane_and_write_behind_are_reported() {
             let l2 = RedisBackend::connect(RedisConfig::new(&url).with_key_prefix(&prefix))
                 .await
                 .unwrap();
-            let bp = RedisBackplane::for_backend(&l2, BackplaneConfig::new(channel))
+            let bp = RedisBackplane::for_backend(&l2, RedisBackplaneConfig::new(channel))
                 .await
                 .unwrap();
             Cache::builder(name)

@@ -463,8 +463,8 @@ async fn a_rejection_known_before_writing_touches_no_tier() {
     let dir = tempfile::tempdir().unwrap();
     let file = layercake_file::FileBackend::open(
         layercake_file::FileConfig::new(dir.path())
-            .max_bytes(4096)
-            .sweep_interval(None),
+            .with_max_bytes(4096)
+            .with_sweep_interval(None),
     )
     .await
     .unwrap();

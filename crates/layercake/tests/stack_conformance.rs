@@ -17,8 +17,8 @@ async fn memory_plus_file_stack_passes_the_conformance_suite() {
             .unwrap();
     let file = FileBackend::open(
         FileConfig::new(dir.path())
-            .max_bytes(1 << 30)
-            .clock(Arc::new(clock.clone())),
+            .with_max_bytes(1 << 30)
+            .with_clock(Arc::new(clock.clone())),
     )
     .await
     .unwrap();

@@ -58,7 +58,7 @@ async fn scenario_07_oversized_values_are_rejected_or_routed_never_partial() {
             .unwrap(),
         ),
         Arc::new(
-            FileBackend::open(FileConfig::new(dir.path()).max_bytes(1 << 20))
+            FileBackend::open(FileConfig::new(dir.path()).with_max_bytes(1 << 20))
                 .await
                 .unwrap(),
         ),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use layercake::{Backend, Cache, Entry, MemoryBackend};
-use layercake_redis::{BackplaneConfig, RedisBackplane};
+use layercake_redis::{RedisBackplane, RedisBackplaneConfig};
 use layercake_testkit::server::RedisServer;
 use layercake_testkit::services::{require_postgres, unique_id};
 use layercake_tests::drop_schema;
@@ -248,7 +248,7 @@ async fn scenario_10_two_instances_stay_coherent_also_after_the_subscriber_is_ki
         let l1 = Arc::new(MemoryBackend::with_max_bytes(8 << 20).unwrap());
         let bp = RedisBackplane::connect(
             &redis_config(&redis.url(), "bp:"),
-            BackplaneConfig::new(&channel),
+            RedisBackplaneConfig::new(&channel),
         )
         .await
         .unwrap();

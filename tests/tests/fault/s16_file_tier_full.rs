@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use layercake::{Backend, Cache};
 use layercake_file::{FileBackend, FileConfig};
+use layercake_testkit::tmpfs::Tmpfs;
 
 use super::contract::{
     self, CALL_LIMIT, Reader, Role, SCENARIO_LIMIT, bounded, write_during_fault_with, write_v1,
 };
-use super::tmpfs::Tmpfs;
 
 /// Size of the tmpfs: room for generation 1 of every key (a page per entry file) and more.
 const TMPFS_BYTES: u64 = 4 << 20;
@@ -21,7 +21,7 @@ async fn instance(dir: &Path, role: Role) -> (Cache, Arc<dyn Backend>) {
     let file = bounded(
         "opening the file tier",
         CALL_LIMIT,
-        FileBackend::open(FileConfig::new(dir).sweep_interval(None)),
+        FileBackend::open(FileConfig::new(dir).with_sweep_interval(None)),
     )
     .await
     .expect("file tier");
@@ -49,7 +49,9 @@ async fn scenario_16_file_tier_on_a_full_filesystem_keeps_acknowledged_writes() 
 }
 
 async fn run() {
-    let fs = Tmpfs::mount(TMPFS_BYTES).await;
+    let fs = Tmpfs::mount(TMPFS_BYTES)
+        .await
+        .unwrap_or_else(|e| panic!("scenario 16: {e}"));
     let dir = fs.path().join("cache");
     let (writer, writer_l1) = instance(&dir, Role::Writer).await;
     let mut ledger = bounded(
@@ -60,17 +62,19 @@ async fn run() {
     .await;
 
     let before = writer.stats().tiers[1].clone();
-    let mut filled = fs.fill();
+    let mut filled = fs.fill().expect("filling the tmpfs");
     let full = fs.is_full();
     // Kept full: a delete frees a page, and the next write would take it.
     bounded(
         "the writes while the filesystem is full",
         4 * CALL_LIMIT,
-        write_during_fault_with(&writer, &mut ledger, || filled += fs.fill()),
+        write_during_fault_with(&writer, &mut ledger, || {
+            filled += fs.fill().expect("filling the tmpfs");
+        }),
     )
     .await;
     let during = writer.stats().tiers[1].clone();
-    fs.unfill();
+    fs.unfill().expect("freeing the tmpfs");
     let recovered = Instant::now();
 
     let (fresh, fresh_l1) = instance(&dir, Role::Reader).await;

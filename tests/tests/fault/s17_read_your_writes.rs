@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use layercake::{Backend, Backplane, Cache, MemoryBackend, Source};
 use layercake_postgres::{PostgresBackend, PostgresBackplane, PostgresBackplaneConfig};
-use layercake_redis::{BackplaneConfig, RedisBackend, RedisBackplane};
+use layercake_redis::{RedisBackend, RedisBackplane, RedisBackplaneConfig};
 use layercake_testkit::server::{PostgresServer, RedisServer};
 use layercake_testkit::services::unique_id;
 
@@ -104,7 +104,7 @@ async fn instance(redis_url: &str, database_url: &str, name: &str, bp: Bp) -> Ca
                 CALL_LIMIT,
                 RedisBackplane::connect(
                     &redis_config(redis_url, "bp:"),
-                    BackplaneConfig::new(&channel),
+                    RedisBackplaneConfig::new(&channel),
                 ),
             )
             .await

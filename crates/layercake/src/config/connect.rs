@@ -142,9 +142,9 @@ impl CacheConfig {
             #[cfg(feature = "redis")]
             Some("redis") => match &redis {
                 Some(r) => {
-                    let mut cfg = layercake_redis::BackplaneConfig::default();
+                    let mut cfg = layercake_redis::RedisBackplaneConfig::default();
                     if let Some(ch) = &self.backplane_channel {
-                        cfg = layercake_redis::BackplaneConfig::new(ch.clone());
+                        cfg = layercake_redis::RedisBackplaneConfig::new(ch.clone());
                     }
                     let bp = layercake_redis::RedisBackplane::for_backend(r, cfg)
                         .await
@@ -230,8 +230,8 @@ impl CacheConfig {
         };
         let sweep = self.background_tasks.then(|| Duration::from_secs(60));
         let cfg = layercake_file::FileConfig::new(dir.clone())
-            .max_bytes(self.file_max_bytes)
-            .sweep_interval(sweep);
+            .with_max_bytes(self.file_max_bytes)
+            .with_sweep_interval(sweep);
         layercake_file::FileBackend::open(cfg)
             .await
             .map(Some)
