@@ -9,10 +9,11 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use layercake_redis::{ConnectionMode, RedisBackend, RedisConfig};
 use layercake_testkit::conformance::Conformance;
-use layercake_testkit::services::require_redis;
+use layercake_testkit::services::{closed_port, require_redis};
 use support::{Cluster, RawRedis, unique_prefix};
 
 async fn run_standalone(mode: ConnectionMode) {
@@ -26,8 +27,20 @@ async fn run_standalone(mode: ConnectionMode) {
     .await
     .unwrap();
     let raw = RawRedis::new(&url, &prefix).await;
+    // The same backend pointed at a port nothing listens on: its calls must fail, never miss.
+    let port = closed_port().unwrap();
+    let unreachable = RedisBackend::connect(
+        RedisConfig::new(format!("redis://127.0.0.1:{port}"))
+            .with_key_prefix(&prefix)
+            .with_mode(mode)
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_operation_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
     Conformance::new(Arc::new(backend.clone()))
         .with_raw(Arc::new(raw))
+        .with_unreachable(Arc::new(unreachable))
         .run()
         .await;
     // Nothing of this run is left behind.

@@ -25,6 +25,10 @@
 //!   clock) and live 60 s, except in the expiry cases;
 //! - cases run one after another, each as its own tokio task with a timeout (60 s by default),
 //!   so a panicking or hanging backend fails that case only;
+//! - a backend that talks to a server gives, with
+//!   [`with_unreachable`](Conformance::with_unreachable), a second instance of itself that
+//!   cannot reach its storage (an address nothing listens on): the `errors_are_not_misses`
+//!   case checks that its failures are errors, never misses;
 //! - the runner prints one line per case (name, outcome, elapsed) and
 //!   [`run`](Conformance::run) finally panics listing every failed case with the contract
 //!   bullet it checks; [`run_report`](Conformance::run_report) returns the [`Report`] instead.
@@ -45,11 +49,12 @@
 //! | `set_many_and_delete_many` | always |
 //! | `invalidate_prefix_is_literal` | `prefix_invalidation` |
 //! | `invalidate_tag_is_exact` | `tag_invalidation` |
-//! | `unsupported_operations` | some of `prefix_invalidation`, `tag_invalidation`, `clear` false |
+//! | `unsupported_operations` | some of `prefix_invalidation`, `tag_invalidation`, `clear`, `list_keys` false |
 //! | `clear` | `clear` |
 //! | `hostile_keys` | always |
 //! | `concurrent_writers` | always |
 //! | `corrupt_bytes_are_healed_misses` | `stores_bytes` (needs [`with_raw`](Conformance::with_raw)) |
+//! | `list_keys_by_prefix` | `list_keys` |
 //! | `fill_writes_when_empty` | always (the `Expired` part with `conditional_fill`) |
 //! | `fill_never_replaces_newer` | always |
 //! | `delete_with_refuses_older_fills` | `conditional_fill` |
@@ -57,6 +62,7 @@
 //! | `tombstones_are_invisible` | `conditional_fill` |
 //! | `tombstones_expire` | `conditional_fill`: manual clock when given, else real time (400 ms ttl, ≤ 3 s) |
 //! | `fill_races_delete_with` | `conditional_fill` |
+//! | `errors_are_not_misses` | an unreachable instance is given ([`with_unreachable`](Conformance::with_unreachable)) |
 //! | `health` | always |
 
 use std::fmt;
@@ -72,7 +78,7 @@ mod cases;
 pub mod reference;
 mod report;
 
-use cases::{CASES, Case, Cx};
+use cases::{CASES, Case, Cx, Setup};
 pub use report::{CaseResult, Outcome, Report};
 
 /// Direct access to a byte-storing backend's storage, used to plant bytes that are not a valid
@@ -95,6 +101,7 @@ pub struct Conformance {
     backend: Arc<dyn Backend>,
     clock: Option<ManualClock>,
     raw: Option<Arc<dyn RawStore>>,
+    unreachable: Option<Arc<dyn Backend>>,
     case_timeout: Duration,
 }
 
@@ -104,6 +111,7 @@ impl fmt::Debug for Conformance {
             .field("backend", &self.backend.kind())
             .field("manual_clock", &self.clock.is_some())
             .field("raw", &self.raw.is_some())
+            .field("unreachable", &self.unreachable.is_some())
             .field("case_timeout", &self.case_timeout)
             .finish()
     }
@@ -116,6 +124,7 @@ impl Conformance {
             backend,
             clock: None,
             raw: None,
+            unreachable: None,
             case_timeout: Duration::from_secs(60),
         }
     }
@@ -131,6 +140,15 @@ impl Conformance {
     /// Raw access to the backend's storage, required when `capability().stores_bytes`.
     pub fn with_raw(mut self, raw: Arc<dyn RawStore>) -> Self {
         self.raw = Some(raw);
+        self
+    }
+
+    /// An instance of the same backend that cannot reach its storage (for a server backend:
+    /// one configured with an address nothing listens on, connecting in the background), for
+    /// the `errors_are_not_misses` case: its `get`, `get_many`, `keys_with_prefix`, `fill`,
+    /// writes and `health` must all fail. Without it that case is skipped.
+    pub fn with_unreachable(mut self, unreachable: Arc<dyn Backend>) -> Self {
+        self.unreachable = Some(unreachable);
         self
     }
 
@@ -166,13 +184,18 @@ impl Conformance {
         let mut results = Vec::with_capacity(CASES.len());
         for case in CASES {
             let start = Instant::now();
-            let outcome = match (case.select)(&cap) {
+            let setup = Setup {
+                cap,
+                unreachable: self.unreachable.is_some(),
+            };
+            let outcome = match (case.select)(&setup) {
                 Err(reason) => Outcome::Skipped(reason),
                 Ok(()) => {
                     let cx = Cx {
                         backend: self.backend.clone(),
                         clock: self.clock.clone(),
                         raw: self.raw.clone(),
+                        unreachable: self.unreachable.clone(),
                         cap,
                         prefix: format!("{run_id}:{}:", case.name),
                     };
@@ -234,14 +257,19 @@ mod tests {
 
     async fn report_for(flaw: Option<Flaw>) -> Report {
         let clock = ManualClock::new();
-        let mut b = ReferenceBackend::with_clock(Arc::new(clock.clone()));
-        if let Some(f) = flaw {
-            b = b.with_flaw(f);
-        }
-        let b = Arc::new(b);
+        let flawed = |b: ReferenceBackend| match flaw {
+            Some(f) => b.with_flaw(f),
+            None => b,
+        };
+        let b = Arc::new(flawed(ReferenceBackend::with_clock(Arc::new(
+            clock.clone(),
+        ))));
+        let down = flawed(ReferenceBackend::with_clock(Arc::new(clock.clone())));
+        down.set_failing(true);
         Conformance::new(b.clone())
             .with_manual_clock(clock)
             .with_raw(b)
+            .with_unreachable(Arc::new(down))
             .run_report()
             .await
     }
@@ -298,6 +326,7 @@ mod tests {
             (Flaw::ListsTombstones, &["tombstones_are_invisible"]),
             (Flaw::TombstonesNeverExpire, &["tombstones_expire"]),
             (Flaw::FillNotAtomic, &["fill_races_delete_with"]),
+            (Flaw::ErrorsAsMisses, &["errors_are_not_misses"]),
         ];
         for (flaw, names) in expect {
             let r = report_for(Some(*flaw)).await;

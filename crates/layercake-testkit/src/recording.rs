@@ -314,6 +314,11 @@ impl Backend for RecordingBackend {
     fn corrupt_reads(&self) -> u64 {
         self.inner.corrupt_reads()
     }
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        // Not forwarded: a caller that found the inner backend's concrete type would call it
+        // directly, unrecorded (the composer's synchronous memory reads, for one).
+        None
+    }
 }
 
 #[cfg(test)]

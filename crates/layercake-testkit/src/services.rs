@@ -81,6 +81,15 @@ pub fn require_postgres() -> String {
     url
 }
 
+/// A loopback port nothing listens on (bound, then released), for an instance of a backend
+/// that cannot reach its server (see
+/// [`Conformance::with_unreachable`](crate::conformance::Conformance::with_unreachable)).
+/// Another process could take the port in between; within a test that is unlikely.
+pub fn closed_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
 /// A random lower-case identifier, for per-run namespaces, key prefixes and schemas.
 pub fn unique_id(prefix: &str) -> String {
     use rand::RngExt as _;

@@ -28,7 +28,7 @@ fn shared() -> TierOptions {
     TierOptions::new().scope(Scope::Shared)
 }
 
-/// Forwards to `inner`; while `slow` is set, a `get` reads first and then waits (so the value
+/// Forwards to `inner`; while `slow` is set, a `get` (or `get_many`) reads first and then waits (so the value
 /// it returns can be outdated by the time the caller acts on it).
 #[derive(Debug)]
 struct SlowAfterRead {
@@ -46,9 +46,7 @@ impl Backend for SlowAfterRead {
     }
     async fn get(&self, key: &Key) -> Result<Option<Entry>> {
         let got = self.inner.get(key).await?;
-        if self.slow.load(Ordering::Acquire) {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        self.pause().await;
         Ok(got)
     }
     async fn set(&self, key: &Key, entry: &Entry) -> Result<()> {
@@ -57,20 +55,56 @@ impl Backend for SlowAfterRead {
     async fn delete(&self, key: &Key) -> Result<()> {
         self.inner.delete(key).await
     }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>> {
+        let got = self.inner.get_many(keys).await?;
+        self.pause().await;
+        Ok(got)
+    }
+    async fn set_many(&self, items: &[(Key, Entry)]) -> Result<()> {
+        self.inner.set_many(items).await
+    }
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        self.inner.delete_many(keys).await
+    }
     async fn invalidate(&self, selector: &Selector) -> Result<()> {
         self.inner.invalidate(selector).await
     }
     async fn clear(&self) -> Result<()> {
         self.inner.clear().await
     }
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        self.inner.keys_with_prefix(prefix, limit).await
+    }
     async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
         self.inner.fill(key, entry).await
+    }
+    async fn fill_many(&self, items: &[(Key, Entry)]) -> Result<Vec<FillOutcome>> {
+        self.inner.fill_many(items).await
     }
     async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
         self.inner.delete_with(key, tombstone).await
     }
     async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
         self.inner.invalidate_with(selector, tombstone).await
+    }
+    fn corrupt_reads(&self) -> u64 {
+        self.inner.corrupt_reads()
+    }
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        // Not forwarded: the composer's synchronous memory reads would skip the pause.
+        None
+    }
+}
+
+impl SlowAfterRead {
+    /// While `slow` is set, wait after a read (so what it read can be outdated).
+    async fn pause(&self) {
+        if self.slow.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
 }
 

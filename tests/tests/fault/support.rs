@@ -2,11 +2,14 @@
 //! stored, a call log around a backend, a tiny deterministic RNG, percentiles, RSS.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use layercake::core::async_trait;
-use layercake::{Backend, Capability, Entry, Key, Result, Selector, TierOptions};
+use layercake::{
+    Backend, Capability, Entry, FillOutcome, Key, Result, Selector, TierOptions, Tombstone,
+};
 use layercake_postgres::tokio_postgres::{self, NoTls};
 use layercake_postgres::{PostgresBackend, PostgresConfig};
 use layercake_redis::{RedisBackend, RedisConfig};
@@ -290,9 +293,10 @@ pub(crate) struct Call {
     pub(crate) ok: bool,
 }
 
-/// A backend that logs the start, end and outcome of every `get`, `set`, `delete` and
-/// `delete_many`, so a test can see exactly which calls reached a tier (e.g. none while its
-/// breaker is open).
+/// A backend that logs the start, end and outcome of every call that reads or writes keys
+/// (`get`, `set`, `delete`, their bulk forms, `fill`, `fill_many`, `delete_with`), so a test
+/// can see exactly which calls reached a tier (e.g. none while its breaker is open). It
+/// forwards every other method unlogged.
 pub(crate) struct Logged {
     inner: Arc<dyn Backend>,
     log: Arc<Mutex<Vec<Call>>>,
@@ -327,6 +331,14 @@ impl Logged {
             start: Instant::now(),
             ended: false,
         }
+    }
+
+    /// Run one call of the tier, logging it (a call dropped before it ends is logged as failed).
+    async fn logged<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let logging = self.begin();
+        let r = call.await;
+        logging.end(&r);
+        r
     }
 }
 
@@ -369,29 +381,23 @@ impl Backend for Logged {
         self.inner.capability()
     }
     async fn get(&self, key: &Key) -> Result<Option<Entry>> {
-        let call = self.begin();
-        let r = self.inner.get(key).await;
-        call.end(&r);
-        r
+        self.logged(self.inner.get(key)).await
     }
     async fn set(&self, key: &Key, entry: &Entry) -> Result<()> {
-        let call = self.begin();
-        let r = self.inner.set(key, entry).await;
-        call.end(&r);
-        r
+        self.logged(self.inner.set(key, entry)).await
     }
     async fn delete(&self, key: &Key) -> Result<()> {
-        let call = self.begin();
-        let r = self.inner.delete(key).await;
-        call.end(&r);
-        r
+        self.logged(self.inner.delete(key)).await
     }
-    // One bulk call is one call to the tier (the default would log one `delete` per key).
+    // One bulk call is one call to the tier (the default would log one call per key).
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>> {
+        self.logged(self.inner.get_many(keys)).await
+    }
+    async fn set_many(&self, items: &[(Key, Entry)]) -> Result<()> {
+        self.logged(self.inner.set_many(items)).await
+    }
     async fn delete_many(&self, keys: &[Key]) -> Result<()> {
-        let call = self.begin();
-        let r = self.inner.delete_many(keys).await;
-        call.end(&r);
-        r
+        self.logged(self.inner.delete_many(keys)).await
     }
     async fn invalidate(&self, selector: &Selector) -> Result<()> {
         self.inner.invalidate(selector).await
@@ -399,8 +405,30 @@ impl Backend for Logged {
     async fn clear(&self) -> Result<()> {
         self.inner.clear().await
     }
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+    async fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<Key>> {
+        self.inner.keys_with_prefix(prefix, limit).await
+    }
+    async fn fill(&self, key: &Key, entry: &Entry) -> Result<FillOutcome> {
+        self.logged(self.inner.fill(key, entry)).await
+    }
+    async fn fill_many(&self, items: &[(Key, Entry)]) -> Result<Vec<FillOutcome>> {
+        self.logged(self.inner.fill_many(items)).await
+    }
+    async fn delete_with(&self, key: &Key, tombstone: Tombstone) -> Result<()> {
+        self.logged(self.inner.delete_with(key, tombstone)).await
+    }
+    async fn invalidate_with(&self, selector: &Selector, tombstone: Tombstone) -> Result<()> {
+        self.inner.invalidate_with(selector, tombstone).await
+    }
     fn corrupt_reads(&self) -> u64 {
         self.inner.corrupt_reads()
+    }
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        // Not forwarded: calls past this wrapper would go unlogged.
+        None
     }
 }
 

@@ -22,60 +22,94 @@ pub(super) type CaseResultFuture = Pin<Box<dyn Future<Output = Result<(), String
 pub(super) struct Case {
     pub(super) name: &'static str,
     pub(super) bullet: &'static str,
-    pub(super) select: fn(&Capability) -> Result<(), &'static str>,
+    pub(super) select: fn(&Setup) -> Result<(), &'static str>,
     pub(super) run: fn(Cx) -> CaseResultFuture,
 }
 
-fn always(_: &Capability) -> Result<(), &'static str> {
+/// What selects a case: the backend's capability (reached through `Deref`) and what the suite
+/// was given.
+pub(super) struct Setup {
+    pub(super) cap: Capability,
+    /// Whether an unreachable instance was given ([`with_unreachable`](super::Conformance::with_unreachable)).
+    pub(super) unreachable: bool,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Capability;
+    fn deref(&self) -> &Capability {
+        &self.cap
+    }
+}
+
+fn always(_: &Setup) -> Result<(), &'static str> {
     Ok(())
 }
 
-const B_MISS: &str = "a key never written, deleted, or past its entry's retain_until is a miss";
-const B_ROUND_TRIP: &str = "set then get returns an entry equal to the one written (value bytes, \
-                            empty and 1 MiB included, and every metadata field)";
+// The contract bullets, word for word as in the `# Behavior` sections of
+// `layercake-core/src/backend.rs` (without their Markdown); the tidy test compares them.
+const B_ERRORS: &str = "an error (unreachable server, timeout, …) is Err, never reported \
+    as a miss: a backend that cannot reach its storage fails get, get_many, \
+    keys_with_prefix, fill, its writes and health";
+const B_HOSTILE: &str = "hostile keys (path traversal, SQL quotes, glob characters, \
+    unicode, the longest allowed key) round-trip and never reach anywhere but the \
+    backend's own storage";
+const B_UNSUPPORTED: &str = "an operation the backend's Capability does not claim \
+    (invalidate by prefix or by tag, clear, keys_with_prefix) is Unsupported and changes \
+    nothing";
+const B_MISS: &str = "a key never written, or deleted, is a miss: Ok(None); so are keys \
+    that merely resemble a stored one (a prefix of it, an extension, another case)";
+const B_EXPIRY: &str = "a key past its entry's retain_until (by the backend's clock) is a \
+    miss";
+const B_STALE: &str = "an entry past expires_at but before retain_until is returned: \
+    staleness is the caller's to judge";
+const B_CORRUPT: &str = "stored bytes that are not a valid envelope for the key are a \
+    miss, are removed, and are counted in corrupt_reads; they are never returned";
+const B_ROUND_TRIP: &str = "set then get returns an entry equal to the one written: value \
+    bytes (empty and 1 MiB included), created-at, expiry, stale-until, version, tags, \
+    format, compression and flags";
 const B_OVERWRITE: &str = "a second set of a key replaces the first entirely";
-const B_DELETE: &str = "delete removes; delete of a missing key is Ok(())";
-const B_EXPIRY: &str =
-    "a key past its entry's retain_until is a miss; a stale entry before it is returned";
-const B_SET_EXPIRED: &str =
-    "set of an entry already past retain_until stores nothing and removes any older copy";
-const B_GET_MANY: &str =
-    "get_many returns, in order, exactly what a loop of get returns (duplicates allowed)";
+const B_SET_EXPIRED: &str = "set of an entry already past retain_until stores nothing and \
+    removes any older copy";
+const B_CONCURRENT: &str = "concurrent writers never produce a torn entry: a read returns \
+    one of the written entries";
+const B_DELETE: &str = "delete removes the key and only the key; deleting a missing key is \
+    Ok(()); a deleted key can be written again";
+const B_GET_MANY: &str = "get_many returns, in order, exactly what a loop of get returns \
+    (duplicates allowed)";
 const B_BULK: &str = "set_many and delete_many are equivalent to loops of set and delete";
-const B_PREFIX: &str = "invalidate(Prefix(p)) removes exactly the keys starting with the literal \
-                        text p (*, ?, [, \\ and % have no special meaning)";
+const B_PREFIX: &str = "invalidate(Prefix(p)) removes exactly the keys starting with the \
+    literal text p (*, ?, [, \\ and % have no special meaning)";
 const B_TAG: &str = "invalidate(Tag(t)) removes exactly the entries tagged t";
-const B_UNSUPPORTED: &str =
-    "a selector the backend cannot serve is Unsupported, consistent with Capability";
-const B_CLEAR: &str = "clear removes every entry (and tombstone) of this backend instance";
-const B_HOSTILE: &str = "hostile keys (path traversal, SQL quotes, glob characters, unicode, the \
-                         longest allowed key) round-trip";
-const B_CONCURRENT: &str =
-    "concurrent writers never produce a torn entry: a read returns one of the written entries";
-const B_CORRUPT: &str = "stored bytes that are not a valid envelope for the key are a miss, are \
-                         removed, and are counted in corrupt_reads";
-const B_LIST: &str = "keys_with_prefix lists live keys starting with the literal prefix, at most \
-                      limit of them";
+const B_CLEAR: &str = "clear removes every entry and tombstone of this backend instance: \
+    its own prefix, table or directory only, never other data on the same server";
 const B_HEALTH: &str = "health is Ok when the backend can serve requests";
-const B_CONFIG: &str = "the suite is configured as the backend's capability requires";
-const B_FILL_EMPTY: &str = "fill of a key holding nothing (or only an expired entry) stores the \
-                            entry; fill_many equals a loop of fill; fill of an expired entry \
-                            stores and removes nothing (Expired)";
-const B_FILL_NEWER: &str = "fill never replaces a stored entry at the same or a newer version \
-                            (KeptNewer); an older one is replaced; set is never conditional";
-const B_DELETE_WITH: &str = "delete_with removes the entry and, for the tombstone's ttl, refuses \
-                             fills of the key at or below its version; fills above it and sets \
-                             land";
-const B_INVALIDATE_WITH: &str = "invalidate_with removes what invalidate removes and refuses \
-                                 fills of matching keys (prefix) or entries (tag) at or below \
-                                 the tombstone's version";
-const B_TOMB_INVISIBLE: &str =
-    "tombstones are invisible: get, get_many and keys_with_prefix never return or list them";
-const B_TOMB_EXPIRE: &str = "a tombstone stops refusing fills once its ttl has passed";
-const B_FILL_RACE: &str = "a fill racing a delete_with or invalidate_with of its key never leaves \
-                           an entry at or below the tombstone's version";
+const B_LIST: &str = "keys_with_prefix lists the live keys starting with the literal text \
+    prefix (no wildcards), at most limit of them; a deleted key is not listed";
+const B_FILL_EMPTY: &str = "fill of a key holding nothing (or only an expired entry) \
+    stores the entry and returns FillOutcome::Stored; fill_many is equivalent to a loop of \
+    fill; with Capability::conditional_fill, fill of an entry already past retain_until \
+    stores nothing, removes nothing and returns FillOutcome::Expired";
+const B_FILL_NEWER: &str = "fill never replaces a stored entry whose version is at or \
+    above the entry's: it returns FillOutcome::KeptNewer and the stored entry is \
+    unchanged; an older stored entry is replaced; set is never conditional";
+const B_DELETE_WITH: &str = "delete_with(key, tombstone) removes the entry like delete \
+    and, for tombstone.ttl, refuses every fill of the key at or below tombstone.version \
+    (FillOutcome::Tombstoned); a fill above it is stored, and set is never refused";
+const B_TOMB_INVISIBLE: &str = "tombstones are invisible: get, get_many and \
+    keys_with_prefix never return or list them, and they never count as entries";
+const B_TOMB_EXPIRE: &str = "a tombstone (of delete_with or invalidate_with) stops \
+    refusing fills once its ttl has passed, by the backend's clock (or the server's, for \
+    backends without clock_driven_expiry)";
+const B_FILL_RACE: &str = "a fill racing a delete_with or invalidate_with of its key never \
+    leaves an entry at or below the tombstone's version, whatever the interleaving";
+const B_INVALIDATE_WITH: &str = "invalidate_with(selector, tombstone) removes what \
+    invalidate(selector) removes and, for tombstone.ttl, refuses fills at or below \
+    tombstone.version of keys starting with the prefix, or of entries carrying the tag";
 
-fn conditional(c: &Capability) -> Result<(), &'static str> {
+/// Not a contract bullet: the suite checks its own configuration against the capability.
+const B_CONFIG: &str = "the suite is configured as the backend's capability requires";
+
+fn conditional(c: &Setup) -> Result<(), &'static str> {
     if c.conditional_fill {
         Ok(())
     } else {
@@ -101,7 +135,7 @@ pub(super) const CASES: &[Case] = &[
     case!(overwrite_replaces_entirely, B_OVERWRITE, always),
     case!(delete, B_DELETE, always),
     case!(expiry, B_EXPIRY, always),
-    case!(stale_entry_is_returned, B_EXPIRY, always),
+    case!(stale_entry_is_returned, B_STALE, always),
     case!(set_of_expired_entry, B_SET_EXPIRED, always),
     case!(get_many_equals_get_loop, B_GET_MANY, always),
     case!(set_many_and_delete_many, B_BULK, always),
@@ -120,7 +154,7 @@ pub(super) const CASES: &[Case] = &[
         }
     }),
     case!(unsupported_operations, B_UNSUPPORTED, |c| {
-        if c.prefix_invalidation && c.tag_invalidation && c.clear {
+        if c.prefix_invalidation && c.tag_invalidation && c.clear && c.list_keys {
             Err("every optional operation is supported")
         } else {
             Ok(())
@@ -167,6 +201,13 @@ pub(super) const CASES: &[Case] = &[
     case!(tombstones_are_invisible, B_TOMB_INVISIBLE, conditional),
     case!(tombstones_expire, B_TOMB_EXPIRE, conditional),
     case!(fill_races_delete_with, B_FILL_RACE, conditional),
+    case!(errors_are_not_misses, B_ERRORS, |s| {
+        if s.unreachable {
+            Ok(())
+        } else {
+            Err("no unreachable instance given (with_unreachable)")
+        }
+    }),
     case!(health, B_HEALTH, always),
 ];
 
@@ -181,6 +222,8 @@ pub(super) struct Cx {
     pub(super) backend: Arc<dyn Backend>,
     pub(super) clock: Option<ManualClock>,
     pub(super) raw: Option<Arc<dyn RawStore>>,
+    /// An instance of the backend that cannot reach its storage, when given.
+    pub(super) unreachable: Option<Arc<dyn Backend>>,
     pub(super) cap: Capability,
     pub(super) prefix: String,
 }
@@ -300,8 +343,10 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+mod errors;
 mod fills;
 
+use errors::errors_are_not_misses;
 use fills::{
     delete_with_refuses_older_fills, fill_never_replaces_newer, fill_races_delete_with,
     fill_writes_when_empty, invalidate_with_refuses_older_fills, tombstones_are_invisible,
@@ -928,6 +973,11 @@ async fn unsupported_operations(cx: Cx) -> CaseOutcome {
     if !cx.cap.tag_invalidation {
         let r = cx.backend.invalidate(&Selector::Tag(cx.text("t"))).await;
         expect_unsupported("invalidate(Tag)", r)?;
+    }
+    if !cx.cap.list_keys {
+        let r = cx.backend.keys_with_prefix(&cx.prefix, 10).await;
+        let r = r.map(|_listed| ());
+        expect_unsupported("keys_with_prefix", r)?;
     }
     if !cx.cap.clear {
         let k = cx.key("survives")?;

@@ -47,6 +47,9 @@ pub enum Flaw {
     TombstonesNeverExpire,
     /// `fill` checks, yields to other tasks, then writes without checking again.
     FillNotAtomic,
+    /// While [`set_failing`](ReferenceBackend::set_failing) is on, `get` reports a miss
+    /// (`Ok(None)`) instead of its error.
+    ErrorsAsMisses,
 }
 
 /// A byte-storing, clock-driven backend with every optional capability; see the
@@ -177,7 +180,13 @@ impl Backend for ReferenceBackend {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Entry>> {
-        self.check()?;
+        if let Err(e) = self.check() {
+            return if self.has(Flaw::ErrorsAsMisses) {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
         let Some(bytes) = self.map.lock().get(key).cloned() else {
             return Ok(None);
         };
