@@ -355,65 +355,58 @@ fn wrappers_not_forwarding(root: &Path) -> Vec<String> {
 /// The guide that quotes the contract, in its "## The contract" section.
 const CONTRACT_GUIDE: &str = "docs/guides/add-a-backend.md";
 
-/// The bullets (`- …` and their indented continuation lines) of the "## The contract" section
-/// of a Markdown text.
+/// The bullets of the "## The contract" section of a Markdown text.
 fn guide_bullets(text: &str) -> Vec<String> {
+    let mut in_section = false;
+    bullets(text.lines().map(|line| {
+        if line.starts_with("## ") {
+            in_section = line == "## The contract";
+            return None;
+        }
+        in_section.then_some(line)
+    }))
+}
+
+/// The conformance case that checks the suite's own configuration, not a contract bullet.
+const CONFIGURATION_CASE: &str = "configuration";
+
+/// The bullets (`- …` and their continuation lines, indented by two spaces) of a run of
+/// lines: `Some(line)` is a line of a section that holds bullets, `None` any other line (it
+/// ends the bullet in progress).
+fn bullets<'a>(lines: impl Iterator<Item = Option<&'a str>>) -> Vec<String> {
     let mut out = Vec::new();
     let mut current: Option<String> = None;
-    let mut in_section = false;
-    for line in text.lines() {
-        if line.starts_with("## ") {
-            out.extend(current.take());
-            in_section = line == "## The contract";
-        } else if !in_section {
-            continue;
-        } else if let Some(bullet) = line.strip_prefix("- ") {
-            out.extend(current.replace(bullet.to_owned()));
-        } else if let (true, Some(c)) = (line.starts_with("  "), current.as_mut()) {
-            c.push(' ');
-            c.push_str(line.trim());
-        } else {
-            out.extend(current.take());
+    for line in lines {
+        match line {
+            Some(l) if l.starts_with("- ") => out.extend(current.replace(l[2..].to_owned())),
+            Some(l) if l.starts_with("  ") && current.is_some() => {
+                if let Some(c) = current.as_mut() {
+                    c.push(' ');
+                    c.push_str(l.trim());
+                }
+            }
+            _ => out.extend(current.take()),
         }
     }
     out.extend(current);
     out
 }
 
-/// The conformance case that checks the suite's own configuration, not a contract bullet.
-const CONFIGURATION_CASE: &str = "configuration";
-
 /// The bullets under the `# Behavior` headings of the doc comments in `text`, in order.
 fn behavior_bullets(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current: Option<String> = None;
     let mut in_section = false;
-    for line in text.lines() {
+    bullets(text.lines().map(|line| {
         let Some(doc) = line.trim_start().strip_prefix("///") else {
-            out.extend(current.take());
             in_section = false;
-            continue;
+            return None;
         };
         let doc = doc.strip_prefix(' ').unwrap_or(doc);
         if doc.starts_with('#') {
-            out.extend(current.take());
             in_section = doc.starts_with("# Behavior");
-            continue;
+            return None;
         }
-        if !in_section {
-            continue;
-        }
-        if let Some(bullet) = doc.strip_prefix("- ") {
-            out.extend(current.replace(bullet.to_owned()));
-        } else if let (true, Some(c)) = (doc.starts_with("  "), current.as_mut()) {
-            c.push(' ');
-            c.push_str(doc.trim());
-        } else {
-            out.extend(current.take());
-        }
-    }
-    out.extend(current);
-    out
+        in_section.then_some(doc)
+    }))
 }
 
 /// A bullet as plain text: no backticks, links reduced to their text, spaces collapsed.
