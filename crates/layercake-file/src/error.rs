@@ -12,7 +12,7 @@ use layercake_core::Error;
 pub(crate) const BACKEND: &str = "file";
 
 /// A configuration error.
-pub(crate) fn config(msg: &'static str) -> Error {
+pub(crate) fn config(msg: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::config(msg).with_backend(BACKEND)
 }
 

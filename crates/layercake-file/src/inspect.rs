@@ -7,9 +7,9 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use layercake_core::{Error, Result};
+use layercake_core::Result;
 
-use crate::error::BACKEND;
+use crate::error;
 use crate::layout;
 
 /// What a directory walk found.
@@ -33,20 +33,15 @@ pub struct DirUsage {
 /// Walk `dir` (the directory of a file tier) and count what it holds. Changes nothing; a
 /// file that vanishes during the walk is skipped. A missing directory is a `Config` error.
 pub fn inspect_dir(dir: &Path) -> Result<DirUsage> {
-    let io_err = |doing: &str, e: io::Error| {
-        Error::unavailable(format!("file tier: {doing} {}: {e}", dir.display()))
-            .with_backend(BACKEND)
-    };
     let top = match fs::read_dir(dir) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Error::config(format!(
+            return Err(error::config(format!(
                 "file tier: the directory {} does not exist",
                 dir.display()
-            ))
-            .with_backend(BACKEND));
+            )));
         }
-        Err(e) => return Err(io_err("cannot list", e)),
+        Err(e) => return Err(error::io_error(&format!("listing {}", dir.display()), e)),
     };
     let now = SystemTime::now();
     let mut u = DirUsage::default();
