@@ -46,7 +46,6 @@
 //!   its series stop being reported.
 
 mod config;
-mod counters;
 mod instruments;
 mod observers;
 mod repairs;
