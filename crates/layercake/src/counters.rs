@@ -201,6 +201,10 @@ impl Counters {
         bump(self.corrupt.get(tier), 1);
     }
 
+    #[cfg_attr(
+        not(feature = "otel"),
+        expect(dead_code, reason = "OpenTelemetry only")
+    )]
     #[inline]
     pub(crate) fn op_done(&self, op: Op, outcome: Outcome) {
         bump(
@@ -250,7 +254,7 @@ impl Counters {
 
     /// `layercake.requests`, `[tier][op][REQ_*]`, the error slot summed from `read_errors`.
     #[cfg_attr(
-        not(feature = "otel"),
+        not(any(feature = "otel", test)),
         expect(dead_code, reason = "read by the instruments")
     )]
     pub(crate) fn requests(&self) -> Vec<u64> {
@@ -269,7 +273,7 @@ impl Counters {
 
     /// `layercake.tier.errors`, `[tier][kind]`: other errors plus read errors of every op.
     #[cfg_attr(
-        not(feature = "otel"),
+        not(any(feature = "otel", test)),
         expect(dead_code, reason = "read by the instruments")
     )]
     pub(crate) fn errors_by_kind(&self) -> Vec<u64> {

@@ -95,6 +95,10 @@ pub(crate) struct Telemetry {
     /// Every counter, read by `stats()` and the observable instruments.
     pub(crate) counters: Counters,
     /// The cache name, for OpenTelemetry attributes and log fields.
+    #[cfg_attr(
+        not(any(feature = "otel", feature = "tracing")),
+        expect(dead_code, reason = "read by OpenTelemetry and tracing only")
+    )]
     pub(crate) cache_name: Arc<str>,
     /// Tier names, for OpenTelemetry attributes and log fields.
     pub(crate) tier_names: Vec<Arc<str>>,
@@ -298,6 +302,10 @@ impl Telemetry {
     }
 
     /// The name of tier `tier` (empty if out of range).
+    #[cfg_attr(
+        not(feature = "tracing"),
+        expect(dead_code, reason = "log fields only")
+    )]
     pub(crate) fn tier_name(&self, tier: usize) -> &str {
         self.tier_names.get(tier).map_or("", |n| n)
     }
