@@ -275,6 +275,8 @@ impl Listener {
                     if self.state.connected.swap(false, Ordering::Relaxed) {
                         self.state.listener_pid.store(0, Ordering::Relaxed);
                         let _ = self.events.send(BackplaneEvent::Disconnected);
+                        #[cfg(feature = "tracing")]
+                        tracing::warn!(target: "layercake", channel = %self.config.channel, error.kind = error.kind().as_str(), "postgres backplane disconnected: reconnecting; local copies are capped meanwhile");
                     }
                     if !ever && let Some(r) = self.ready.take() {
                         if self.config.require_server || !error.is_temporary() {
@@ -361,6 +363,8 @@ impl Listener {
         if ever {
             self.state.reconnects.fetch_add(1, Ordering::Relaxed);
             let _ = self.events.send(BackplaneEvent::Reconnected);
+            #[cfg(feature = "tracing")]
+            tracing::info!(target: "layercake", channel = %cfg.channel, "postgres backplane reconnected: local tiers dropped");
         }
         if let Some(r) = self.ready.take() {
             let _ = r.send(Ok(()));

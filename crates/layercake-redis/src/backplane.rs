@@ -178,6 +178,8 @@ impl Subscriber {
                 self.pump(sink, stream).await;
                 self.shared.connected.store(false, Ordering::SeqCst);
                 let _ = self.shared.tx.send(BackplaneEvent::Disconnected);
+                #[cfg(feature = "tracing")]
+                tracing::warn!(target: "layercake", channel = %self.config.channel, "redis backplane disconnected: reconnecting; local copies are capped meanwhile");
             }
             let mut delay = self.config.reconnect_min_delay;
             loop {
@@ -191,6 +193,8 @@ impl Subscriber {
             self.shared.connected.store(true, Ordering::SeqCst);
             self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
             let _ = self.shared.tx.send(BackplaneEvent::Reconnected);
+            #[cfg(feature = "tracing")]
+            tracing::info!(target: "layercake", channel = %self.config.channel, "redis backplane reconnected: local tiers dropped");
         }
     }
 

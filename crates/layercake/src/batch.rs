@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::join_all;
-use layercake_core::{Entry, ErrorKind, Key, Result};
+use layercake_core::{Entry, Key, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -83,18 +83,11 @@ impl Cache {
                 continue;
             }
             let batch: Vec<Key> = asked.iter().map(|&i| keys[i].clone()).collect();
-            let got = match tier.call(tel, false, tier.backend.get_many(&batch)).await {
+            let got = match tier.get_many(tel, &batch).await {
                 Ok(g) if g.len() == batch.len() => g,
                 Ok(_) => continue,
                 Err(e) => {
-                    scope.event(
-                        if e.kind() == ErrorKind::CircuitOpen {
-                            "breaker_skip"
-                        } else {
-                            "fall_through"
-                        },
-                        tier.position,
-                    );
+                    tel.read_failed(scope, tier.position, &e);
                     continue;
                 }
             };

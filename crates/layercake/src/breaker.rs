@@ -65,7 +65,6 @@ pub(crate) struct Breaker {
     /// Milliseconds since `epoch` until which the breaker is open; 0 = closed.
     open_until: AtomicU64,
     probing: AtomicBool,
-    transitions: AtomicU64,
 }
 
 impl Breaker {
@@ -76,7 +75,6 @@ impl Breaker {
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
-            transitions: AtomicU64::new(0),
         }
     }
 
@@ -105,7 +103,8 @@ impl Breaker {
         }
     }
 
-    /// Record a success; returns the new state if it changed.
+    /// Record a success; returns the new state if it changed (the caller counts the
+    /// transition).
     pub(crate) fn success(&self) -> Option<BreakerState> {
         // Read first: an unconditional store on every success would bounce the cache line
         // between the cores of every caller.
@@ -115,7 +114,6 @@ impl Breaker {
         if self.open_until.load(Ordering::Acquire) != 0 {
             self.open_until.store(0, Ordering::Release);
             self.probing.store(false, Ordering::Release);
-            self.transitions.fetch_add(1, Ordering::Relaxed);
             return Some(BreakerState::Closed);
         }
         None
@@ -129,7 +127,6 @@ impl Breaker {
                 Ordering::Release,
             );
             self.probing.store(false, Ordering::Release);
-            self.transitions.fetch_add(1, Ordering::Relaxed);
             return Some(BreakerState::Open);
         }
         let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
@@ -144,7 +141,6 @@ impl Breaker {
                 )
                 .is_ok()
         {
-            self.transitions.fetch_add(1, Ordering::Relaxed);
             return Some(BreakerState::Open);
         }
         None
@@ -165,11 +161,6 @@ impl Breaker {
         } else {
             BreakerState::HalfOpen
         }
-    }
-
-    /// State changes since start.
-    pub(crate) fn transitions(&self) -> u64 {
-        self.transitions.load(Ordering::Relaxed)
     }
 }
 
@@ -198,11 +189,6 @@ mod tests {
         assert_eq!(b.permit(), Permit::Probe);
         assert_eq!(b.success(), Some(BreakerState::Closed));
         assert_eq!(b.permit(), Permit::Pass);
-        assert_eq!(
-            b.transitions(),
-            3,
-            "open, re-open after the failed probe, close"
-        );
     }
 
     #[test]

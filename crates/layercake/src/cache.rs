@@ -9,7 +9,7 @@ use layercake_core::{Key, KeyStrategy, Result};
 
 use crate::key_input::IntoKey;
 use crate::stack::Stack;
-use crate::stats::{Stats, TierStats};
+use crate::stats::Stats;
 
 /// Options of one write: tags and an optional TTL that overrides the policy's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,57 +152,7 @@ impl Cache {
 
     /// A snapshot of the statistics.
     pub fn stats(&self) -> Stats {
-        let rec = &self.inner.telemetry.stats;
-        let ld = std::sync::atomic::Ordering::Relaxed;
-        Stats {
-            tiers: self
-                .inner
-                .tiers
-                .iter()
-                .map(|t| {
-                    let c = rec.tier(t.position);
-                    let get =
-                        |f: fn(&crate::stats::TierCounters) -> &std::sync::atomic::AtomicU64| {
-                            c.map_or(0, |c| f(c).load(ld))
-                        };
-                    TierStats {
-                        name: t.name.to_string(),
-                        kind: t.kind,
-                        hits: get(|c| &c.hits),
-                        misses: get(|c| &c.misses),
-                        errors: get(|c| &c.errors),
-                        skipped: get(|c| &c.skipped),
-                        promotions: get(|c| &c.promotions),
-                        corrupt: get(|c| &c.corrupt) + t.backend.corrupt_reads(),
-                        breaker: t
-                            .breaker
-                            .as_ref()
-                            .map_or(crate::BreakerState::Closed, |b| b.state()),
-                        breaker_transitions: t.breaker.as_ref().map_or(0, |b| b.transitions()),
-                        write_behind_depth: t.write_behind.as_ref().map_or(0, |w| w.depth()),
-                        write_behind_failures: t
-                            .write_behind
-                            .as_ref()
-                            .map_or(0, |w| w.failures.load(ld)),
-                        repairs: self
-                            .inner
-                            .repairs
-                            .record(t.position)
-                            .map(|r| r.stats())
-                            .unwrap_or_default(),
-                    }
-                })
-                .collect(),
-            latency: rec.op_latencies(),
-            loader_calls: rec.loader_calls.load(ld),
-            loader_errors: rec.loader_errors.load(ld),
-            loader_latency: rec.loader_latency(),
-            coalesced: rec.coalesced.load(ld),
-            stale_served: rec.stale_served.load(ld),
-            misses: rec.misses.load(ld),
-            backplane_applied: rec.backplane_applied.load(ld),
-            backplane_resets: rec.backplane_resets.load(ld),
-        }
+        crate::stats::snapshot(&self.inner)
     }
 
     /// Loads running now (single-flight entries).

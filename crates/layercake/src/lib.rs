@@ -37,6 +37,7 @@ mod cache;
 mod coherence;
 #[cfg(feature = "config")]
 pub mod config;
+mod counters;
 #[cfg(doctest)]
 mod doctests;
 mod flight;
@@ -44,6 +45,7 @@ mod invalidate;
 mod key_input;
 mod load;
 mod lock;
+mod log;
 mod lookup;
 #[cfg(feature = "otel")]
 pub mod otel;

@@ -106,7 +106,9 @@ impl Cache {
         });
         let tel = &self.inner.telemetry;
         let jobs = plan.into_iter().map(|(t, e)| async move {
-            if let Ok(true) = self.write_to(t, key, e, How::Fill(fill.snap)).await {
+            let stored = self.write_to(t, key, e, How::Fill(fill.snap)).await;
+            crate::log::fill(tel, t.position, &stored);
+            if let Ok(true) = stored {
                 tel.promoted(t.position);
                 scope.event("promotion", t.position);
             }

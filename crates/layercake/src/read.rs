@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use layercake_core::{Entry, ErrorKind, Key, Result, TierSet, Timestamp};
+use layercake_core::{Entry, Key, Result, TierSet, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -208,14 +208,7 @@ impl Cache {
                     continue;
                 }
                 Err(e) => {
-                    scope.event(
-                        if e.kind() == ErrorKind::CircuitOpen {
-                            "breaker_skip"
-                        } else {
-                            "fall_through"
-                        },
-                        i,
-                    );
+                    tel.read_failed(scope, i, &e);
                     failed.push(i);
                     continue;
                 }

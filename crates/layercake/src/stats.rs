@@ -1,13 +1,14 @@
 //! [`Stats`]: a snapshot of what the cache did, without any OpenTelemetry setup.
 
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
 use crate::breaker::BreakerState;
+use crate::stack::Stack;
 
 /// A public operation of the cache, for latency statistics and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,16 +251,6 @@ impl fmt::Display for Stats {
     }
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct TierCounters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) errors: AtomicU64,
-    pub(crate) skipped: AtomicU64,
-    pub(crate) promotions: AtomicU64,
-    pub(crate) corrupt: AtomicU64,
-}
-
 fn new_hist() -> layercake_core::Result<Mutex<Histogram<u64>>> {
     // Microseconds, 1 µs .. 1 hour, 3 significant digits.
     Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -267,19 +258,11 @@ fn new_hist() -> layercake_core::Result<Mutex<Histogram<u64>>> {
         .map_err(|e| layercake_core::Error::config(format!("latency histogram: {e}")))
 }
 
-/// Records counters and sampled latency histograms.
+/// Records sampled latency histograms (the counters are in [`Counters`](crate::counters)).
 #[derive(Debug)]
 pub(crate) struct StatsRecorder {
-    pub(crate) tiers: Vec<TierCounters>,
     ops: Vec<Mutex<Histogram<u64>>>,
     loader: Mutex<Histogram<u64>>,
-    pub(crate) loader_calls: AtomicU64,
-    pub(crate) loader_errors: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) stale_served: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) backplane_applied: AtomicU64,
-    pub(crate) backplane_resets: AtomicU64,
 }
 
 thread_local! {
@@ -297,21 +280,13 @@ pub(crate) fn sample() -> bool {
 }
 
 impl StatsRecorder {
-    pub(crate) fn new(tiers: usize) -> layercake_core::Result<StatsRecorder> {
+    pub(crate) fn new() -> layercake_core::Result<StatsRecorder> {
         Ok(StatsRecorder {
-            tiers: (0..tiers).map(|_| TierCounters::default()).collect(),
             ops: Op::ALL
                 .iter()
                 .map(|_| new_hist())
                 .collect::<Result<_, _>>()?,
             loader: new_hist()?,
-            loader_calls: AtomicU64::new(0),
-            loader_errors: AtomicU64::new(0),
-            coalesced: AtomicU64::new(0),
-            stale_served: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            backplane_applied: AtomicU64::new(0),
-            backplane_resets: AtomicU64::new(0),
         })
     }
 
@@ -325,10 +300,6 @@ impl StatsRecorder {
         self.loader
             .lock()
             .saturating_record(d.as_micros().max(1) as u64);
-    }
-
-    pub(crate) fn tier(&self, i: usize) -> Option<&TierCounters> {
-        self.tiers.get(i)
     }
 
     pub(crate) fn latency_of(h: &Histogram<u64>) -> Latency {
@@ -357,13 +328,64 @@ impl StatsRecorder {
     }
 }
 
+/// The snapshot [`Cache::stats`](crate::Cache::stats) returns: the counter store, the
+/// histograms, and what the tiers, breakers, queues and repair records hold now.
+pub(crate) fn snapshot(inner: &Stack) -> Stats {
+    let tel = &inner.telemetry;
+    let c = &tel.counters;
+    let ld = Ordering::Relaxed;
+    Stats {
+        tiers: inner
+            .tiers
+            .iter()
+            .map(|t| {
+                let f = c.tier(t.position);
+                TierStats {
+                    name: t.name.to_string(),
+                    kind: t.kind,
+                    hits: f.hits,
+                    misses: f.misses,
+                    errors: f.errors,
+                    skipped: f.skipped,
+                    promotions: f.promotions,
+                    corrupt: f.corrupt + t.backend.corrupt_reads(),
+                    breaker: t
+                        .breaker
+                        .as_ref()
+                        .map_or(BreakerState::Closed, |b| b.state()),
+                    breaker_transitions: f.breaker_transitions,
+                    write_behind_depth: t.write_behind.as_ref().map_or(0, |w| w.depth()),
+                    write_behind_failures: t
+                        .write_behind
+                        .as_ref()
+                        .map_or(0, |w| w.failures.load(ld)),
+                    repairs: inner
+                        .repairs
+                        .record(t.position)
+                        .map(|r| r.stats())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect(),
+        latency: tel.stats.op_latencies(),
+        loader_calls: c.loader_calls.load(ld),
+        loader_errors: c.loader_errors.load(ld),
+        loader_latency: tel.stats.loader_latency(),
+        coalesced: c.coalesced.load(ld),
+        stale_served: c.stale_served.load(ld),
+        misses: c.misses.load(ld),
+        backplane_applied: c.bp_applied.load(std::sync::atomic::Ordering::Acquire),
+        backplane_resets: c.bp_resets.load(std::sync::atomic::Ordering::Acquire),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn percentiles_come_from_the_histogram() {
-        let r = StatsRecorder::new(1).unwrap();
+        let r = StatsRecorder::new().unwrap();
         for i in 1..=100u64 {
             r.record_op(Op::Get, Duration::from_micros(i * 10));
         }

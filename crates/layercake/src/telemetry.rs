@@ -1,12 +1,16 @@
-//! The one place the composer reports what it does: the [`Stats`](crate::Stats) counters and
-//! histograms always, OpenTelemetry instruments and spans with the `otel` feature (see
-//! [`crate::otel`] when the feature is on).
+//! The one place the composer reports what it does: one counter store
+//! ([`Counters`](crate::counters)) read by both [`Stats`](crate::Stats) and, with the `otel`
+//! feature, the OpenTelemetry observable instruments; the `Stats` histograms; OpenTelemetry
+//! spans and histograms (see [`crate::otel`] when the feature is on); and, with the `tracing`
+//! feature, log events for what an operator should know (see [`crate::log`]).
 //!
 //! Attributes never carry keys or values: only the cache name, tier names and positions,
 //! backend kinds, operation names, outcomes and error kinds (all bounded).
 //!
-//! Cost model: every hook is a relaxed atomic add or less on the hot path. With the `otel`
-//! feature, counters stay atomics read by observable instruments at collection time, the
+//! Cost model: every hook is a relaxed atomic add or less on the hot path, and each event is
+//! counted once: an L1 hit is one add (two with OpenTelemetry attached: the tier lookup and the
+//! operation's outcome). With the `otel` feature, observable instruments read the same atomics
+//! as `stats()` at collection time, the
 //! duration histogram is recorded only for timed (sampled) operations, and a span is opened
 //! lazily — only when the operation does something an L1 hit does not (an event, a miss, an
 //! error, a write), or for an L1 hit when [`L1HitSpans`](crate::otel::L1HitSpans) asks for it.
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use layercake_core::{Error, Result};
 
 use crate::breaker::BreakerState;
+use crate::counters::{Counters, REQ_HIT, REQ_MISS, REQ_SKIPPED};
 use crate::stats::{Op, StatsRecorder, sample};
 
 /// Outcome of an operation, for metrics and spans.
@@ -34,7 +39,6 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// Every outcome, in index order.
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     pub(crate) const ALL: [Outcome; 7] = [
         Outcome::Hit,
         Outcome::Miss,
@@ -59,19 +63,44 @@ impl Outcome {
     }
 }
 
+/// How a tier's read (`Tier::get`, `Tier::get_many`) ended, for
+/// `layercake.tier.read.duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TierRead {
+    /// Found an entry (for `get_many`: at least one).
+    Hit,
+    /// Found nothing.
+    Miss,
+    /// Failed or timed out.
+    Error,
+    /// Skipped by the open breaker: not a read, not recorded.
+    Skipped,
+}
+
+impl TierRead {
+    pub(crate) fn of<T>(r: &Result<T>, found: impl Fn(&T) -> bool) -> TierRead {
+        match r {
+            Ok(v) if found(v) => TierRead::Hit,
+            Ok(_) => TierRead::Miss,
+            Err(e) if e.kind() == layercake_core::ErrorKind::CircuitOpen => TierRead::Skipped,
+            Err(_) => TierRead::Error,
+        }
+    }
+}
+
 /// Per-cache reporting facade.
 #[derive(Debug)]
 pub(crate) struct Telemetry {
     pub(crate) stats: StatsRecorder,
-    #[allow(
-        dead_code,
-        reason = "read only by the OpenTelemetry instruments (feature `otel`)"
+    /// Every counter, read by `stats()` and the observable instruments.
+    pub(crate) counters: Counters,
+    /// The cache name, for OpenTelemetry attributes and log fields.
+    #[cfg_attr(
+        not(any(feature = "otel", feature = "tracing")),
+        expect(dead_code, reason = "read by OpenTelemetry and tracing only")
     )]
     pub(crate) cache_name: Arc<str>,
-    #[allow(
-        dead_code,
-        reason = "read only by the OpenTelemetry instruments (feature `otel`)"
-    )]
+    /// Tier names, for OpenTelemetry attributes and log fields.
     pub(crate) tier_names: Vec<Arc<str>>,
     /// OpenTelemetry instruments, tracer and counters; `None` when disabled.
     #[cfg(feature = "otel")]
@@ -90,11 +119,16 @@ pub(crate) struct OpScope<'t> {
 }
 
 impl OpScope<'_> {
-    /// Record a notable step inside the operation: `fall_through` (a tier failed or timed
-    /// out), `breaker_skip`, `corrupt`, `promotion`, `repair_pending` (a tier skipped for a
-    /// key awaiting its repair there).
+    /// Record a notable step inside the operation (a span event, counted nowhere): `corrupt`,
+    /// `promotion`, `repair_pending` (a tier skipped for a key awaiting its repair there);
+    /// `fall_through` and `breaker_skip` come from [`Telemetry::read_failed`].
     #[inline]
     pub(crate) fn event(&self, name: &'static str, tier: usize) {
+        self.step(name, tier);
+    }
+
+    #[inline]
+    fn step(&self, name: &'static str, tier: usize) {
         #[cfg(feature = "otel")]
         if let Some(o) = &self.otel {
             o.step(self.op, name, tier);
@@ -134,7 +168,8 @@ impl OpScope<'_> {
 impl Telemetry {
     pub(crate) fn new(cache_name: Arc<str>, tier_names: Vec<Arc<str>>) -> Result<Telemetry> {
         Ok(Telemetry {
-            stats: StatsRecorder::new(tier_names.len())?,
+            stats: StatsRecorder::new()?,
+            counters: Counters::new(tier_names.len()),
             cache_name,
             tier_names,
             #[cfg(feature = "otel")]
@@ -181,87 +216,113 @@ impl Telemetry {
         }
         #[cfg(feature = "otel")]
         if let Some(o) = scope.otel {
+            self.counters.op_done(scope.op, outcome);
             o.finish(scope.op, outcome, elapsed);
         }
         #[cfg(not(feature = "otel"))]
         let _ = outcome;
     }
 
+    /// The start of a tier read, when `layercake.tier.read.duration` records it: every read
+    /// of a tier outside the process (a round trip dwarfs two clock reads and a record), a
+    /// sample of reads of an in-process tier (see `Otel::tier_read_start`). `None` without
+    /// OpenTelemetry.
+    #[inline]
+    pub(crate) fn tier_read_start(&self, in_process: bool) -> Option<Instant> {
+        #[cfg(feature = "otel")]
+        if let Some(o) = &self.otel {
+            return o.tier_read_start(in_process);
+        }
+        let _ = in_process;
+        None
+    }
+
+    /// A tier read that [`tier_read_start`](Self::tier_read_start) timed ended.
+    #[inline]
+    pub(crate) fn tier_read_done(&self, tier: usize, start: Option<Instant>, read: TierRead) {
+        #[cfg(feature = "otel")]
+        if let (Some(o), Some(start)) = (&self.otel, start) {
+            o.tier_read_done(tier, start.elapsed(), read);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = (tier, start, read);
+    }
+
     /// A read found a fresh entry at `tier`.
     #[inline]
     pub(crate) fn hit(&self, scope: &OpScope<'_>, tier: usize) {
-        if let Some(t) = self.stats.tier(tier) {
-            t.hits.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters.request(tier, scope.op, REQ_HIT);
         #[cfg(feature = "otel")]
         if let Some(o) = &scope.otel {
             o.hit(scope.op, tier);
         }
-        #[cfg(not(feature = "otel"))]
-        let _ = scope;
     }
 
     /// A read found nothing usable at `tier` and falls through.
     #[inline]
     pub(crate) fn miss(&self, scope: &OpScope<'_>, tier: usize) {
-        if let Some(t) = self.stats.tier(tier) {
-            t.misses.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters.request(tier, scope.op, REQ_MISS);
         #[cfg(feature = "otel")]
         if let Some(o) = &scope.otel {
             o.miss(scope.op, tier);
         }
-        #[cfg(not(feature = "otel"))]
-        let _ = scope;
     }
 
+    /// A read's lookup at `tier` failed (`err`) or was skipped by the open breaker
+    /// (`ErrorKind::CircuitOpen`); the read falls through. Counted here only: the tier call
+    /// (`Tier::get`, `Tier::get_many`) leaves lookups to its caller.
+    pub(crate) fn read_failed(&self, scope: &OpScope<'_>, tier: usize, err: &Error) {
+        if err.kind() == layercake_core::ErrorKind::CircuitOpen {
+            self.counters.request(tier, scope.op, REQ_SKIPPED);
+            scope.step("breaker_skip", tier);
+        } else {
+            self.counters.read_error(tier, scope.op, err.kind());
+            crate::log::tier_error(self, tier, err);
+            scope.step("fall_through", tier);
+        }
+    }
+
+    /// Another tier call (a write, a removal, a listing) failed.
     pub(crate) fn error(&self, tier: usize, err: &Error) {
-        if let Some(t) = self.stats.tier(tier) {
-            t.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        #[cfg(feature = "otel")]
-        if let Some(o) = &self.otel {
-            o.counters.error(tier, err.kind());
-        }
-        #[cfg(not(feature = "otel"))]
-        let _ = err;
+        self.counters.error(tier, err.kind());
+        crate::log::tier_error(self, tier, err);
     }
 
+    /// Another tier call was skipped by the open breaker.
     pub(crate) fn skipped(&self, tier: usize) {
-        if let Some(t) = self.stats.tier(tier) {
-            t.skipped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters.skipped(tier);
     }
 
     pub(crate) fn promoted(&self, tier: usize) {
-        if let Some(t) = self.stats.tier(tier) {
-            t.promotions.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters.promoted(tier);
     }
 
     pub(crate) fn corrupt(&self, tier: usize) {
-        if let Some(t) = self.stats.tier(tier) {
-            t.corrupt.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters.corrupt(tier);
+    }
+
+    /// The name of tier `tier` (empty if out of range).
+    #[cfg_attr(
+        not(feature = "tracing"),
+        expect(dead_code, reason = "log fields only")
+    )]
+    pub(crate) fn tier_name(&self, tier: usize) -> &str {
+        self.tier_names.get(tier).map_or("", |n| n)
     }
 
     pub(crate) fn breaker_changed(&self, tier: usize, state: BreakerState) {
-        #[cfg(feature = "otel")]
-        if let Some(o) = &self.otel {
-            o.counters.breaker_changed(tier, state);
-        }
-        #[cfg(not(feature = "otel"))]
-        let _ = (tier, state);
+        self.counters.breaker_changed(tier, state);
+        crate::log::breaker_changed(self, tier, state);
     }
 
     pub(crate) fn full_miss(&self) {
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn loader_done(&self, d: Duration, ok: bool) {
-        self.stats.loader_calls.fetch_add(1, Ordering::Relaxed);
+        self.counters.loader_calls.fetch_add(1, Ordering::Relaxed);
         if !ok {
-            self.stats.loader_errors.fetch_add(1, Ordering::Relaxed);
+            self.counters.loader_errors.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.record_loader(d);
         #[cfg(feature = "otel")]
@@ -271,59 +332,44 @@ impl Telemetry {
     }
 
     pub(crate) fn coalesced(&self) {
-        self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+        self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn stale_served(&self) {
-        self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+        self.counters.stale_served.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn backplane_sent(&self) {
-        #[cfg(feature = "otel")]
-        if let Some(o) = &self.otel {
-            o.counters.bp_sent.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn backplane_received(&self) {
-        #[cfg(feature = "otel")]
-        if let Some(o) = &self.otel {
-            o.counters.bp_received.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters.bp_sent.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A message could not be published (the other instances will not see it).
     pub(crate) fn backplane_publish_failed(&self) {
-        #[cfg(feature = "otel")]
-        if let Some(o) = &self.otel {
-            o.counters.bp_publish_failed.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters
+            .bp_publish_failed
+            .fetch_add(1, Ordering::Relaxed);
+        crate::log::backplane_publish_failed(self);
     }
 
     /// `n` incoming messages were lost because the listener lagged behind.
     pub(crate) fn backplane_lagged(&self, n: u64) {
-        #[cfg(feature = "otel")]
-        if let Some(o) = &self.otel {
-            o.counters.bp_lagged.fetch_add(n, Ordering::Relaxed);
-        }
-        #[cfg(not(feature = "otel"))]
-        let _ = n;
+        self.counters.bp_lagged.fetch_add(n, Ordering::Relaxed);
+        crate::log::backplane_lagged(self, n);
     }
 
-    pub(crate) fn backplane_reconnect(&self) {
-        #[cfg(feature = "otel")]
-        if let Some(o) = &self.otel {
-            o.counters.bp_reconnects.fetch_add(1, Ordering::Relaxed);
-        }
+    /// A message from another instance was applied (its local copies are gone: a reader of
+    /// `Stats::backplane_applied` may rely on that).
+    pub(crate) fn backplane_applied(&self) {
+        self.counters.bp_applied.fetch_add(1, Ordering::Release);
+    }
+
+    /// A reconnect or lag event dropped the local tiers.
+    pub(crate) fn backplane_reset(&self) {
+        self.counters.bp_resets.fetch_add(1, Ordering::Release);
     }
 
     pub(crate) fn write_behind_full(&self, tier: usize) {
-        #[cfg(feature = "otel")]
-        if let Some(o) = &self.otel {
-            o.counters.write_behind_full(tier);
-        }
-        #[cfg(not(feature = "otel"))]
-        let _ = tier;
+        self.counters.write_behind_full(tier);
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use layercake_core::{Backend, Capability, Error, Reach, Result};
 
 use crate::breaker::{Breaker, BreakerConfig, Permit};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, TierRead};
 use crate::write_behind::WriteBehind;
 
 /// The memory backend, whose synchronous methods the composer uses for in-process tiers.
@@ -245,24 +245,54 @@ impl Tier {
         } else {
             self.read_timeout
         };
-        self.call_within(telemetry, write, timeout, fut).await
+        self.call_within(telemetry, Call::Other { write }, timeout, fut)
+            .await
     }
 
-    /// The tier's `get` of `key`, through [`call`](Tier::call) with the `get` timer.
+    /// The tier's `get` of `key` for a read, through [`call`](Tier::call) with the `get`
+    /// timer; a failure or a skip is counted by the caller
+    /// ([`Telemetry::read_failed`](crate::telemetry::Telemetry::read_failed)), which knows the
+    /// operation.
     pub(crate) async fn get(
         &self,
         telemetry: &Telemetry,
         key: &layercake_core::Key,
     ) -> Result<Option<layercake_core::Entry>> {
-        self.call_within(telemetry, false, self.get_timer, self.backend.get(key))
-            .await
+        let start = telemetry.tier_read_start(self.in_process());
+        let read = self.backend.get(key);
+        let r = self
+            .call_within(telemetry, Call::Lookup, self.get_timer, read)
+            .await;
+        telemetry.tier_read_done(self.position, start, TierRead::of(&r, Option::is_some));
+        r
+    }
+
+    fn in_process(&self) -> bool {
+        self.capability.reach == layercake_core::Reach::InProcess
+    }
+
+    /// The tier's `get_many` of `keys` for a read: like [`get`](Tier::get), the caller
+    /// counts a failure ([`Telemetry::read_failed`]).
+    pub(crate) async fn get_many(
+        &self,
+        telemetry: &Telemetry,
+        keys: &[layercake_core::Key],
+    ) -> Result<Vec<Option<layercake_core::Entry>>> {
+        let start = telemetry.tier_read_start(self.in_process());
+        let read = self.backend.get_many(keys);
+        let r = self
+            .call_within(telemetry, Call::Lookup, self.read_timeout, read)
+            .await;
+        let found = |v: &Vec<Option<layercake_core::Entry>>| v.iter().any(Option::is_some);
+        telemetry.tier_read_done(self.position, start, TierRead::of(&r, found));
+        r
     }
 
     /// [`call`](Tier::call) with an explicit timeout.
     async fn call_within<T, F>(
         &self,
         telemetry: &Telemetry,
-        write: bool,
+        call: Call,
         timeout: Option<Duration>,
         fut: F,
     ) -> Result<T>
@@ -274,7 +304,9 @@ impl Tier {
             None => Permit::Pass,
         };
         if permit == Permit::Reject {
-            telemetry.skipped(self.position);
+            if call != Call::Lookup {
+                telemetry.skipped(self.position);
+            }
             return Err(Error::new(
                 layercake_core::ErrorKind::CircuitOpen,
                 "circuit breaker open; tier skipped",
@@ -294,7 +326,11 @@ impl Tier {
                 Ok(r) => r,
                 Err(_) => Err(Error::timeout(format!(
                     "{} did not answer within {t:?}",
-                    if write { "write" } else { "read" }
+                    if call == (Call::Other { write: true }) {
+                        "write"
+                    } else {
+                        "read"
+                    }
                 ))),
             },
             None => fut.await,
@@ -320,7 +356,9 @@ impl Tier {
                 } else {
                     e
                 };
-                telemetry.error(self.position, &e);
+                if call != Call::Lookup {
+                    telemetry.error(self.position, &e);
+                }
                 if let Some(b) = &self.breaker {
                     if e.is_temporary() {
                         if let Some(s) = b.failure(permit == Permit::Probe) {
@@ -337,6 +375,14 @@ impl Tier {
             }
         }
     }
+}
+
+/// What a tier call is, for counting: a read's lookup is counted by its caller (which knows
+/// the operation), anything else here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Lookup,
+    Other { write: bool },
 }
 
 /// The timer for a tier's `get`: none when the backend's own bound is within the read timeout.

@@ -1065,3 +1065,59 @@ async fn repairs_are_reported_per_tier() {
         assert_eq!(per_tier(name)["flaky"], 0.0, "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_reads_are_timed_by_tier_and_outcome() {
+    use layercake::ErrorKind;
+    use layercake_testkit::faulty::{Fault, FaultyBackend};
+    let sdk = Sdk::new();
+    let inner: Arc<dyn Backend> = Arc::new(MemoryBackend::with_max_bytes(1 << 20).unwrap());
+    let l2 = Arc::new(FaultyBackend::new(inner.clone(), 3));
+    let faults = l2.handle();
+    let cache = Cache::builder("tier-reads")
+        .tier(MemoryBackend::with_max_bytes(1 << 20).unwrap())
+        .shared_tier_with(l2, TierOptions::new().name("l2").breaker(None))
+        .otel(sdk.config())
+        .build()
+        .unwrap();
+    let seed = Cache::builder("seed")
+        .shared_tier(inner)
+        .otel(OtelConfig::disabled())
+        .build()
+        .unwrap();
+    seed.set("a", 1u8).await.unwrap();
+    assert!(cache.get::<u8>("a").await.unwrap().is_some(), "L2 hit");
+    assert!(cache.get::<u8>("b").await.unwrap().is_none(), "L2 miss");
+    assert_eq!(
+        cache
+            .get_many::<u8, _>(&["a", "b", "c"])
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    faults.inject_everywhere(Fault::Fail(ErrorKind::Unavailable));
+    assert!(cache.get::<u8>("d").await.unwrap().is_none(), "L2 error");
+    let m = sdk.collect();
+    assert_eq!(m.units["layercake.tier.read.duration"], "s");
+    // Single-key reads of the memory L1 are synchronous (not tier reads). "a" is in L1 now
+    // (promoted): the batch's L1 read finds it, and "b" and "c" go on to L2 together, one
+    // batch read that finds nothing.
+    assert_eq!(
+        m.of(
+            "layercake.tier.read.duration",
+            "tier-reads",
+            &["layercake.tier", "layercake.outcome"]
+        ),
+        expect(&[
+            ("l1/hit", 1.0),
+            ("l2/hit", 1.0),
+            ("l2/miss", 2.0),
+            ("l2/error", 1.0)
+        ])
+    );
+    assert!(
+        m.of("layercake.tier.read.duration", "seed", &[]).is_empty(),
+        "a disabled cache records nothing"
+    );
+}

@@ -2,7 +2,6 @@
 //! tiers (drops their copies), and caps local lifetimes while the backplane is disconnected.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use layercake_core::backplane::{Backplane, BackplaneEvent, Target};
@@ -30,7 +29,6 @@ pub(crate) fn spawn_listener(inner: Arc<Stack>, backplane: Arc<dyn Backplane>) -
             }
             match event {
                 Ok(BackplaneEvent::Message(m)) => {
-                    inner.telemetry.backplane_received();
                     match m.target {
                         Target::Key(k) => {
                             if let Ok(key) = Key::new(&k) {
@@ -54,22 +52,13 @@ pub(crate) fn spawn_listener(inner: Arc<Stack>, backplane: Arc<dyn Backplane>) -
                         }
                     }
                     // Counted once the local copies are gone, so a reader can wait on it.
-                    inner
-                        .telemetry
-                        .stats
-                        .backplane_applied
-                        .fetch_add(1, Ordering::Release);
+                    inner.telemetry.backplane_applied();
                 }
                 Ok(BackplaneEvent::Reconnected) | Err(RecvError::Lagged(_)) => {
                     // Messages may have been lost: nothing local can be trusted.
-                    inner.telemetry.backplane_reconnect();
                     inner.flights.supersede(None);
                     drop_local(&inner, None).await;
-                    inner
-                        .telemetry
-                        .stats
-                        .backplane_resets
-                        .fetch_add(1, Ordering::Release);
+                    inner.telemetry.backplane_reset();
                 }
                 Ok(_) => {}
                 Err(RecvError::Closed) => return,

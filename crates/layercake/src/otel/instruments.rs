@@ -1,11 +1,11 @@
 //! The instruments: attribute sets built once per cache, the per-cache [`Otel`] state
-//! (tracer, histograms, counters) and the per-operation [`OtelScope`] (lazy span, events,
+//! (tracer, histograms; the counters are the cache's one store, `crate::counters`) and the per-operation [`OtelScope`] (lazy span, events,
 //! duration sample).
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::{Histogram, Meter};
@@ -14,16 +14,13 @@ use opentelemetry::{Context, KeyValue};
 use parking_lot::Mutex;
 
 use super::config::{L1HitSpans, OtelConfig};
-use super::counters::{
-    Counters, KINDS, OPS, OUTCOMES, REQ_ERROR, REQ_HIT, REQ_MISS, REQ_OUTCOMES, REQ_SKIPPED,
-    STATES, bump, op_index, outcome_index,
-};
 use super::{
     ATTR_BREAKER_STATE, ATTR_CACHE, ATTR_ERROR_TYPE, ATTR_OPERATION, ATTR_OUTCOME, ATTR_REASON,
     ATTR_TIER, DURATION_BOUNDARIES,
 };
+use crate::counters::{KINDS, OPS, OUTCOMES, REQ_OUTCOMES, STATES, op_index, outcome_index};
 use crate::stats::Op;
-use crate::telemetry::Outcome;
+use crate::telemetry::{Outcome, TierRead};
 
 /// Attribute sets built once per cache, so that recording never builds one.
 #[derive(Debug)]
@@ -32,14 +29,16 @@ pub(super) struct Attrs {
     pub(super) tier: Vec<KeyValue>,
     /// `[cache, tier]` per tier.
     pub(super) per_tier: Vec<[KeyValue; 2]>,
-    /// `[cache, tier, op, outcome]`, same index as `Counters::requests`.
+    /// `[cache, tier, op, outcome]`, same index as `Counters::requests()`.
     pub(super) requests: Vec<[KeyValue; 4]>,
-    /// `[cache, op, outcome]`, same index as `Counters::ops`.
+    /// `[cache, op, outcome]`, same index as `Counters::ops()`.
     pub(super) ops: Vec<[KeyValue; 3]>,
-    /// `[cache, tier, error.type]`, same index as `Counters::errors`.
+    /// `[cache, tier, error.type]`, same index as `Counters::errors_by_kind()`.
     pub(super) errors: Vec<[KeyValue; 3]>,
-    /// `[cache, tier, state]`, same index as `Counters::breaker`.
+    /// `[cache, tier, state]`, same index as `Counters::breaker()`.
     pub(super) breaker: Vec<[KeyValue; 3]>,
+    /// `[cache, tier, outcome]` per tier, for hit / miss / error.
+    pub(super) tier_read: Vec<[KeyValue; 3]>,
     /// `[cache, outcome]` for ok / error.
     pub(super) loader: [[KeyValue; 2]; 2],
     /// `[cache, reason]` for publish_failed / lagged.
@@ -109,7 +108,17 @@ impl Attrs {
                 ]);
             }
         }
+        let read_outcomes = ["hit", "miss", "error"].map(|o| KeyValue::new(ATTR_OUTCOME, o));
+        let tier_read = tier
+            .iter()
+            .flat_map(|t| {
+                read_outcomes
+                    .iter()
+                    .map(|o| [c.clone(), t.clone(), o.clone()])
+            })
+            .collect();
         Attrs {
+            tier_read,
             per_tier: tier.iter().map(|t| [c.clone(), t.clone()]).collect(),
             loader: [
                 [c.clone(), KeyValue::new(ATTR_OUTCOME, "ok")],
@@ -139,10 +148,10 @@ impl Attrs {
 pub(crate) struct Otel {
     pub(super) tracer: BoxedTracer,
     pub(super) meter: Meter,
-    pub(crate) counters: Counters,
     pub(super) attrs: Attrs,
     pub(super) op_duration: Histogram<f64>,
     pub(super) loader_duration: Histogram<f64>,
+    tier_read_duration: Histogram<f64>,
     l1_hit_spans: L1HitSpans,
     pub(super) time_every_operation: bool,
     /// Whether the first tier is in-process (set once the cache is built): then a
@@ -156,7 +165,6 @@ pub(crate) struct Otel {
 impl std::fmt::Debug for Otel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Otel")
-            .field("counters", &self.counters)
             .field("l1_hit_spans", &self.l1_hit_spans)
             .finish_non_exhaustive()
     }
@@ -199,6 +207,15 @@ pub(super) fn record_this_timing() -> bool {
     })
 }
 
+/// Of the reads of an in-process tier through the async path, the share
+/// `layercake.tier.read.duration` records by default: one in this many per thread (as for
+/// operations, `Stats::SAMPLE_EVERY × DURATION_SAMPLE_OF_TIMED`).
+pub(super) const TIER_READ_SAMPLE: u32 = 16;
+
+thread_local! {
+    static TIER_READS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 impl Otel {
     pub(crate) fn new(config: OtelConfig, cache: &str, tiers: &[Arc<str>]) -> Option<Otel> {
         let p = config.parts?;
@@ -219,10 +236,21 @@ impl Otel {
             .with_description("Duration of loader calls made by get_or_compute(_many)")
             .with_boundaries(DURATION_BOUNDARIES.to_vec())
             .build();
+        let tier_read_duration = p
+            .meter
+            .f64_histogram("layercake.tier.read.duration")
+            .with_unit("s")
+            .with_description(
+                "Duration of tier reads made by read operations, by tier and outcome (every \
+                 read of an out-of-process tier; one in 16 per thread of an in-process tier \
+                 unless time_every_operation)",
+            )
+            .with_boundaries(DURATION_BOUNDARIES.to_vec())
+            .build();
         Some(Otel {
+            tier_read_duration,
             tracer: p.tracer,
             meter: p.meter,
-            counters: Counters::new(tiers.len()),
             attrs: Attrs::new(cache, tiers),
             op_duration,
             loader_duration,
@@ -231,6 +259,32 @@ impl Otel {
             fast_first_tier: AtomicBool::new(false),
             observers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Time this tier read? Every read of an out-of-process tier; of an in-process tier,
+    /// every one with `time_every_operation`, else one in [`TIER_READ_SAMPLE`] per thread.
+    #[inline]
+    pub(crate) fn tier_read_start(&self, in_process: bool) -> Option<Instant> {
+        let timed = !in_process
+            || self.time_every_operation
+            || TIER_READS.with(|t| {
+                let v = t.get().wrapping_add(1);
+                t.set(v);
+                v % TIER_READ_SAMPLE == 0
+            });
+        timed.then(Instant::now)
+    }
+
+    pub(crate) fn tier_read_done(&self, tier: usize, d: Duration, read: TierRead) {
+        let outcome = match read {
+            TierRead::Hit => 0,
+            TierRead::Miss => 1,
+            TierRead::Error => 2,
+            TierRead::Skipped => return,
+        };
+        if let Some(a) = self.attrs.tier_read.get(tier * 3 + outcome) {
+            self.tier_read_duration.record(d.as_secs_f64(), a);
+        }
     }
 
     pub(crate) fn time_every_operation(&self) -> bool {
@@ -342,7 +396,6 @@ impl OtelScope<'_> {
 
     #[inline]
     pub(crate) fn hit(&self, op: Op, tier: usize) {
-        self.otel.counters.request(tier, op, REQ_HIT);
         if single_key(op) {
             self.served_by
                 .store(u8::try_from(tier).unwrap_or(NO_TIER), Ordering::Relaxed);
@@ -353,25 +406,21 @@ impl OtelScope<'_> {
     }
 
     pub(crate) fn miss(&self, op: Op, tier: usize) {
-        self.otel.counters.request(tier, op, REQ_MISS);
         if single_key(op) {
             let reason = self.otel.attrs.reason_miss.clone();
             self.add_event(op, "layercake.fall_through", tier, Some(&reason));
         }
     }
 
-    /// A named step from the composer (see `OpScope::event`).
+    /// A named step from the composer (see `OpScope::event`): a span event only (the
+    /// counting is done once, in the cache's counter store).
     pub(crate) fn step(&self, op: Op, name: &'static str, tier: usize) {
         match name {
             "fall_through" => {
-                self.otel.counters.request(tier, op, REQ_ERROR);
                 let reason = self.otel.attrs.reason_error.clone();
                 self.add_event(op, "layercake.fall_through", tier, Some(&reason));
             }
-            "breaker_skip" => {
-                self.otel.counters.request(tier, op, REQ_SKIPPED);
-                self.add_event(op, "layercake.breaker_skip", tier, None);
-            }
+            "breaker_skip" => self.add_event(op, "layercake.breaker_skip", tier, None),
             "corrupt" => self.add_event(op, "layercake.corrupt", tier, None),
             "promotion" => self.add_event(op, "layercake.promotion", tier, None),
             "repair_pending" => self.add_event(op, "layercake.repair_pending", tier, None),
@@ -383,7 +432,6 @@ impl OtelScope<'_> {
     pub(crate) fn finish(self, op: Op, outcome: Outcome, elapsed: Option<Duration>) {
         let otel = self.otel;
         let i = op_index(op) * OUTCOMES + outcome_index(outcome);
-        bump(otel.counters.ops.get(i), 1);
         if let (Some(d), Some(attrs)) = (elapsed, otel.attrs.ops.get(i))
             && (otel.time_every_operation || record_this_timing())
         {
@@ -408,5 +456,35 @@ impl OtelScope<'_> {
             span.set_status(Status::error("layercake operation failed"));
         }
         span.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::{Counters, REQ_MISS};
+
+    #[test]
+    fn attribute_sets_line_up_with_counters() {
+        let tiers: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b")];
+        let a = Attrs::new("c", &tiers);
+        let c = Counters::new(2);
+        assert_eq!(a.requests.len(), c.requests().len());
+        assert_eq!(a.ops.len(), c.ops().len());
+        assert_eq!(a.errors.len(), c.errors_by_kind().len());
+        assert_eq!(a.breaker.len(), c.breaker().len());
+        // tier 1, op get_many, outcome miss
+        let i = (OPS + op_index(Op::GetMany)) * REQ_OUTCOMES.len() + REQ_MISS;
+        let kv: Vec<String> = a.requests[i].iter().map(|k| k.value.to_string()).collect();
+        assert_eq!(kv, ["c", "b", "get_many", "miss"]);
+        let i = op_index(Op::Warm) * OUTCOMES + outcome_index(Outcome::Error);
+        let kv: Vec<String> = a.ops[i].iter().map(|k| k.value.to_string()).collect();
+        assert_eq!(kv, ["c", "warm", "error"]);
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(outcome_index(*o), i);
+        }
+        for (i, o) in Op::ALL.iter().enumerate() {
+            assert_eq!(op_index(*o), i);
+        }
     }
 }

@@ -24,14 +24,18 @@
 //! - gauges `layercake.memory.entries`, `layercake.memory.size`, `layercake.breaker.state`,
 //!   `layercake.write_behind.depth`, `layercake.repair.pending`,
 //!   `layercake.repair.oldest_pending_age`;
-//! - histograms `layercake.operation.duration` and `layercake.loader.duration` (seconds).
+//! - histograms `layercake.operation.duration`, `layercake.loader.duration` and
+//!   `layercake.tier.read.duration` (seconds).
 //!
 //! Contract:
 //! - attribute values are the cache name, tier names, operation names, outcomes, error kinds,
 //!   breaker states and fixed reasons — never a key, a value, an error message or anything
 //!   unbounded;
-//! - counters are exact: they are atomics in the cache, read by observable instruments when
-//!   the reader collects (the hot path pays one relaxed atomic add per counted thing);
+//! - counters are exact: they are the cache's one counter store, the atomics
+//!   [`Cache::stats`](crate::Cache::stats) reads too, read by observable instruments when the
+//!   reader collects (the hot path pays one relaxed atomic add per event, counted once);
+//! - `layercake.tier.read.duration` records every read of an out-of-process tier and one in 16
+//!   per thread of an in-process one (all with [`OtelConfig::time_every_operation`]);
 //! - `layercake.operation.duration` records a uniform sample: one in
 //!   [`DURATION_SAMPLE_OF_TIMED`] of the operations [`Stats`](crate::Stats) times (one in
 //!   [`Stats::SAMPLE_EVERY`](crate::Stats::SAMPLE_EVERY) per thread), so one in 16 by default,
@@ -46,7 +50,6 @@
 //!   its series stop being reported.
 
 mod config;
-mod counters;
 mod instruments;
 mod observers;
 mod repairs;

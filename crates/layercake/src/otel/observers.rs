@@ -1,19 +1,20 @@
-//! The observable instruments: callbacks registered once per cache that read the counters,
-//! the tiers, breakers, write-behind queues and the backplane through a weak reference.
+//! The observable instruments: callbacks registered once per cache that read, at collection
+//! time, the cache's one counter store (the same atomics `stats()` reads), the tiers,
+//! breakers, write-behind queues and the backplane, through a weak reference. One helper per
+//! instrument shape: a flat counter array with its attribute sets, a per-tier figure, a
+//! backplane figure.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use layercake_core::Backend;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{AsyncInstrument, Meter};
 
 use super::config::OtelSetup;
-use super::counters::{Counters, STATES, state_index};
-use super::instruments::Otel;
+use super::instruments::{Attrs, Otel};
+use crate::counters::{Counters, STATES, state_index};
 use crate::stack::Stack;
-
-// ------------------------------------------------------------------------------ observers
+use crate::tier::Tier;
 
 /// Run `f` with the live cache's Otel state, if the cache still exists.
 pub(super) fn with<F: Fn(&Stack, &Otel)>(weak: &Weak<Stack>, f: F) {
@@ -24,94 +25,105 @@ pub(super) fn with<F: Fn(&Stack, &Otel)>(weak: &Weak<Stack>, f: F) {
     }
 }
 
-/// Report each non-zero counter with its attribute set.
-pub(super) fn observe_nonzero<A: AsRef<[KeyValue]>>(
-    obs: &dyn AsyncInstrument<u64>,
-    values: &[AtomicU64],
-    attrs: &[A],
-) {
-    for (v, a) in values.iter().zip(attrs) {
-        let v = v.load(Ordering::Relaxed);
-        if v > 0 {
-            obs.observe(v, a.as_ref());
-        }
-    }
-}
-
-/// Register a counter of one backplane figure (reported only when a backplane is set).
-pub(super) fn backplane_counter(
-    keep: &mut Keep,
-    m: &Meter,
-    weak: &Weak<Stack>,
-    name: &'static str,
-    unit: &'static str,
-    description: &'static str,
-    pick: fn(&Counters) -> &AtomicU64,
-) {
-    counter(
-        keep,
-        m,
-        weak,
-        name,
-        unit,
-        description,
-        move |inner, o, obs| {
-            if inner.backplane.is_some() {
-                obs.observe(
-                    pick(&o.counters).load(Ordering::Relaxed),
-                    std::slice::from_ref(&o.attrs.cache),
-                );
-            }
-        },
-    );
-}
-
-/// What an observable instrument's callback reports from the live cache.
-pub(super) type Observe = dyn Fn(&Stack, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync;
-
 /// Instruments kept alive for as long as the cache's telemetry lives.
 pub(super) type Keep = Vec<Box<dyn std::any::Any + Send + Sync>>;
 
-/// Register an observable counter whose callback reads the live cache (weakly held).
-pub(super) fn counter(
-    keep: &mut Keep,
-    m: &Meter,
-    weak: &Weak<Stack>,
-    name: &'static str,
-    unit: &'static str,
-    description: &'static str,
-    f: impl Fn(&Stack, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
-) {
-    let w = weak.clone();
-    let f: Box<Observe> = Box::new(f);
-    keep.push(Box::new(
-        m.u64_observable_counter(name)
-            .with_unit(unit)
-            .with_description(description)
-            .with_callback(move |obs| with(&w, |inner, o| f(inner, o, obs)))
-            .build(),
-    ));
+/// Counter (monotonic sum) or gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    Counter,
+    Gauge,
 }
 
-/// Register an observable gauge whose callback reads the live cache (weakly held).
-pub(super) fn gauge(
-    keep: &mut Keep,
-    m: &Meter,
-    weak: &Weak<Stack>,
-    name: &'static str,
-    unit: &'static str,
-    description: &'static str,
-    f: impl Fn(&Stack, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
-) {
-    let w = weak.clone();
-    let f: Box<Observe> = Box::new(f);
-    keep.push(Box::new(
-        m.u64_observable_gauge(name)
-            .with_unit(unit)
-            .with_description(description)
-            .with_callback(move |obs| with(&w, |inner, o| f(inner, o, obs)))
-            .build(),
-    ));
+/// Name, unit and description of an instrument.
+pub(super) type Spec = (&'static str, &'static str, &'static str);
+
+/// Where instruments are registered: the meter, the cache (weakly) and what keeps them alive.
+pub(super) struct Registry<'a> {
+    pub(super) meter: &'a Meter,
+    pub(super) weak: Weak<Stack>,
+    pub(super) keep: Keep,
+}
+
+impl Registry<'_> {
+    /// Register a `u64` instrument whose callback reads the live cache.
+    pub(super) fn u64(
+        &mut self,
+        shape: Shape,
+        (name, unit, description): Spec,
+        f: impl Fn(&Stack, &Otel, &dyn AsyncInstrument<u64>) + Send + Sync + 'static,
+    ) {
+        let w = self.weak.clone();
+        let cb = move |obs: &dyn AsyncInstrument<u64>| with(&w, |inner, o| f(inner, o, obs));
+        let m = self.meter;
+        self.keep.push(match shape {
+            Shape::Counter => Box::new(
+                m.u64_observable_counter(name)
+                    .with_unit(unit)
+                    .with_description(description)
+                    .with_callback(cb)
+                    .build(),
+            ),
+            Shape::Gauge => Box::new(
+                m.u64_observable_gauge(name)
+                    .with_unit(unit)
+                    .with_description(description)
+                    .with_callback(cb)
+                    .build(),
+            ),
+        });
+    }
+
+    /// A counter over a flat array of the store, reported where non-zero with the attribute
+    /// set of the same index.
+    fn flat<A: AsRef<[KeyValue]> + 'static>(
+        &mut self,
+        spec: Spec,
+        values: fn(&Counters) -> Vec<u64>,
+        attrs: fn(&Attrs) -> &[A],
+    ) {
+        self.u64(Shape::Counter, spec, move |inner, o, obs| {
+            for (v, a) in values(&inner.telemetry.counters)
+                .into_iter()
+                .zip(attrs(&o.attrs))
+            {
+                if v > 0 {
+                    obs.observe(v, a.as_ref());
+                }
+            }
+        });
+    }
+
+    /// One figure per tier, with the tier's attributes; `read` returns `None` for tiers the
+    /// instrument does not cover.
+    pub(super) fn per_tier(
+        &mut self,
+        shape: Shape,
+        spec: Spec,
+        read: impl Fn(&Stack, &Tier) -> Option<u64> + Send + Sync + 'static,
+    ) {
+        self.u64(shape, spec, move |inner, o, obs| {
+            for t in &inner.tiers {
+                if let (Some(v), Some(a)) = (read(inner, t), o.attrs.per_tier.get(t.position)) {
+                    obs.observe(v, a);
+                }
+            }
+        });
+    }
+
+    /// A backplane figure (reported only when the cache has a backplane).
+    fn backplane(&mut self, spec: Spec, read: fn(&Counters) -> &AtomicU64) {
+        self.u64(Shape::Counter, spec, move |inner, o, obs| {
+            if inner.backplane.is_some() {
+                let v = read(&inner.telemetry.counters).load(Ordering::Relaxed);
+                obs.observe(v, std::slice::from_ref(&o.attrs.cache));
+            }
+        });
+    }
+}
+
+fn loads(v: &[AtomicU64]) -> Vec<u64> {
+    v.iter().map(|a| a.load(Ordering::Relaxed)).collect()
 }
 
 /// Register the observable instruments of a built cache. Callbacks hold a weak reference.
@@ -126,97 +138,62 @@ pub(crate) fn observe(inner: &Arc<Stack>, setup: OtelSetup) {
             .is_some_and(|t| t.capability.reach == layercake_core::Reach::InProcess),
         Ordering::Relaxed,
     );
-    let m = &otel.meter;
-    let mut keep: Keep = Vec::new();
-    let weak = Arc::downgrade(inner);
-
-    counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.requests",
-        "{request}",
-        "Tier lookups made by read operations, by tier, operation and outcome (hit, miss, error, skipped)",
-        move |_, o, obs| {
-            observe_nonzero(obs, &o.counters.requests, &o.attrs.requests);
-        },
+    let mut r = Registry {
+        meter: &otel.meter,
+        weak: Arc::downgrade(inner),
+        keep: Vec::new(),
+    };
+    use Shape::{Counter, Gauge};
+    r.flat(
+        ("layercake.requests", "{request}", "Tier lookups made by read operations, by tier, operation and outcome (hit, miss, error, skipped)"),
+        Counters::requests,
+        |a| &a.requests,
     );
-    counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.operations",
-        "{operation}",
-        "Public cache operations, by operation and outcome",
-        move |_, o, obs| {
-            observe_nonzero(obs, &o.counters.ops, &o.attrs.ops);
-        },
+    r.flat(
+        (
+            "layercake.operations",
+            "{operation}",
+            "Public cache operations, by operation and outcome",
+        ),
+        |c| loads(c.ops()),
+        |a| &a.ops,
     );
-    counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.tier.errors",
-        "{error}",
-        "Failed tier calls (reads, writes, deletes, invalidations), by tier and error kind",
-        move |_, o, obs| observe_nonzero(obs, &o.counters.errors, &o.attrs.errors),
+    r.flat(
+        (
+            "layercake.tier.errors",
+            "{error}",
+            "Failed tier calls (reads, writes, deletes, invalidations), by tier and error kind",
+        ),
+        Counters::errors_by_kind,
+        |a| &a.errors,
     );
-    counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.tier.promotions",
-        "{entry}",
-        "Entries copied into a tier from a lower one",
-        move |inner, o, obs| {
-            for t in &inner.tiers {
-                if let (Some(c), Some(a)) = (
-                    inner.telemetry.stats.tier(t.position),
-                    o.attrs.per_tier.get(t.position),
-                ) {
-                    obs.observe(c.promotions.load(Ordering::Relaxed), a);
-                }
-            }
-        },
+    r.per_tier(
+        Counter,
+        (
+            "layercake.tier.promotions",
+            "{entry}",
+            "Entries copied into a tier from a lower one",
+        ),
+        |inner, t| Some(inner.telemetry.counters.tier(t.position).promotions),
     );
-    counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.tier.decode_failures",
-        "{entry}",
-        "Stored copies that failed to decode (corrupt or foreign bytes) and were removed, by tier",
-        move |inner, o, obs| {
-            for t in &inner.tiers {
-                if let (Some(c), Some(a)) = (
-                    inner.telemetry.stats.tier(t.position),
-                    o.attrs.per_tier.get(t.position),
-                ) {
-                    let n = c.corrupt.load(Ordering::Relaxed) + t.backend.corrupt_reads();
-                    obs.observe(n, a);
-                }
-            }
-        },
+    r.per_tier(
+        Counter,
+        ("layercake.tier.decode_failures", "{entry}", "Stored copies that failed to decode (corrupt or foreign bytes) and were removed, by tier"),
+        |inner, t| Some(inner.telemetry.counters.tier(t.position).corrupt + t.backend.corrupt_reads()),
     );
-    counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.breaker.transitions",
-        "{transition}",
-        "Circuit-breaker state changes, by tier and new state",
-        move |_, o, obs| {
-            observe_nonzero(obs, &o.counters.breaker, &o.attrs.breaker);
-        },
+    r.flat(
+        (
+            "layercake.breaker.transitions",
+            "{transition}",
+            "Circuit-breaker state changes, by tier and new state",
+        ),
+        |c| loads(c.breaker()),
+        |a| &a.breaker,
     );
-    gauge(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.breaker.state",
-        "{state}",
-        "1 for the current circuit-breaker state of each tier that has a breaker, 0 for the others",
-        move |inner, o, obs| {
+    r.u64(
+        Gauge,
+        ("layercake.breaker.state", "{state}", "1 for the current circuit-breaker state of each tier that has a breaker, 0 for the others"),
+        |inner, o, obs| {
             for t in &inner.tiers {
                 let Some(b) = &t.breaker else { continue };
                 let now = state_index(b.state());
@@ -228,136 +205,104 @@ pub(crate) fn observe(inner: &Arc<Stack>, setup: OtelSetup) {
             }
         },
     );
-    backplane_counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.backplane.messages.sent",
-        "{message}",
-        "Backplane messages published after sets, deletes and invalidations",
+    r.backplane(
+        (
+            "layercake.backplane.messages.sent",
+            "{message}",
+            "Backplane messages published after sets, deletes and invalidations",
+        ),
         |c| &c.bp_sent,
     );
-    backplane_counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.backplane.messages.received",
-        "{message}",
-        "Backplane messages from other instances applied to the local tiers",
-        |c| &c.bp_received,
+    r.backplane(
+        (
+            "layercake.backplane.messages.received",
+            "{message}",
+            "Backplane messages from other instances applied to the local tiers",
+        ),
+        |c| &c.bp_applied,
     );
-    counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.backplane.messages.dropped",
-        "{message}",
-        "Backplane messages lost: not published (publish_failed) or missed by a lagging listener (lagged)",
-        move |inner, o, obs| {
+    r.u64(
+        Counter,
+        ("layercake.backplane.messages.dropped", "{message}", "Backplane messages lost: not published (publish_failed) or missed by a lagging listener (lagged)"),
+        |inner, o, obs| {
             if inner.backplane.is_some() {
-                obs.observe(
-                    o.counters.bp_publish_failed.load(Ordering::Relaxed),
-                    &o.attrs.dropped[0],
-                );
-                obs.observe(
-                    o.counters.bp_lagged.load(Ordering::Relaxed),
-                    &o.attrs.dropped[1],
-                );
+                let c = &inner.telemetry.counters;
+                obs.observe(c.bp_publish_failed.load(Ordering::Relaxed), &o.attrs.dropped[0]);
+                obs.observe(c.bp_lagged.load(Ordering::Relaxed), &o.attrs.dropped[1]);
             }
         },
     );
-    backplane_counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.backplane.reconnects",
-        "{reconnect}",
-        "Backplane reconnections (and lag events); each drops the local tiers",
-        |c| &c.bp_reconnects,
+    r.backplane(
+        (
+            "layercake.backplane.reconnects",
+            "{reconnect}",
+            "Backplane reconnections (and lag events); each drops the local tiers",
+        ),
+        |c| &c.bp_resets,
     );
-    gauge(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.write_behind.depth",
-        "{write}",
-        "Writes waiting in a write-behind queue, by tier",
-        move |inner, o, obs| {
-            for t in &inner.tiers {
-                if let (Some(wb), Some(a)) = (&t.write_behind, o.attrs.per_tier.get(t.position)) {
-                    obs.observe(wb.depth() as u64, a);
-                }
-            }
+    r.per_tier(
+        Gauge,
+        (
+            "layercake.write_behind.depth",
+            "{write}",
+            "Writes waiting in a write-behind queue, by tier",
+        ),
+        |_, t| t.write_behind.as_ref().map(|wb| wb.depth() as u64),
+    );
+    r.per_tier(
+        Counter,
+        (
+            "layercake.write_behind.fallbacks",
+            "{write}",
+            "Writes done in line because the write-behind queue was full",
+        ),
+        |inner, t| {
+            t.write_behind.as_ref()?;
+            Some(inner.telemetry.counters.write_behind_fallbacks(t.position))
         },
     );
-    counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.write_behind.fallbacks",
-        "{write}",
-        "Writes done in line because the write-behind queue was full",
-        move |inner, o, obs| {
-            for t in inner.tiers.iter().filter(|t| t.write_behind.is_some()) {
-                if let (Some(v), Some(a)) = (
-                    o.counters.write_behind_full.get(t.position),
-                    o.attrs.per_tier.get(t.position),
-                ) {
-                    obs.observe(v.load(Ordering::Relaxed), a);
-                }
-            }
+    r.per_tier(
+        Counter,
+        (
+            "layercake.write_behind.failures",
+            "{write}",
+            "Queued writes that failed in the background (the entry is missing from that tier)",
+        ),
+        |_, t| {
+            t.write_behind
+                .as_ref()
+                .map(|wb| wb.failures.load(Ordering::Relaxed))
         },
     );
-    counter(
-        &mut keep,
-        m,
-        &weak,
-        "layercake.write_behind.failures",
-        "{write}",
-        "Queued writes that failed in the background (the entry is missing from that tier)",
-        move |inner, o, obs| {
-            for t in &inner.tiers {
-                if let (Some(wb), Some(a)) = (&t.write_behind, o.attrs.per_tier.get(t.position)) {
-                    obs.observe(wb.failures.load(Ordering::Relaxed), a);
-                }
-            }
-        },
-    );
-    super::repairs::observe(&mut keep, m, &weak);
+    super::repairs::observe(&mut r);
     #[cfg(feature = "memory")]
     if !setup.memory.is_empty() {
         let probes = Arc::new(setup.memory);
-        let memory_gauge =
-            |keep: &mut Keep,
-             name: &'static str,
-             unit: &'static str,
-             description: &'static str,
-             read: fn(&layercake_memory::MemoryBackend) -> u64| {
-                let p = probes.clone();
-                gauge(keep, m, &weak, name, unit, description, move |_, o, obs| {
-                    for (pos, mem) in p.iter() {
-                        if let (Some(mem), Some(a)) = (mem.upgrade(), o.attrs.per_tier.get(*pos)) {
-                            obs.observe(read(&mem), a);
-                        }
-                    }
-                });
-            };
+        let mut memory_gauge = |spec: Spec, read: fn(&layercake_memory::MemoryBackend) -> u64| {
+            let p = probes.clone();
+            r.per_tier(Gauge, spec, move |_, t| {
+                let (_, mem) = p.iter().find(|(pos, _)| *pos == t.position)?;
+                mem.upgrade().map(|m| read(&m))
+            });
+        };
         memory_gauge(
-            &mut keep,
-            "layercake.memory.entries",
-            "{entry}",
-            "Entries held by a memory tier",
+            (
+                "layercake.memory.entries",
+                "{entry}",
+                "Entries held by a memory tier",
+            ),
             |mem| mem.entries() as u64,
         );
         memory_gauge(
-            &mut keep,
-            "layercake.memory.size",
-            "By",
-            "Weighted bytes held by a memory tier (keys, values and overhead)",
+            (
+                "layercake.memory.size",
+                "By",
+                "Weighted bytes held by a memory tier (keys, values and overhead)",
+            ),
             |mem| mem.weighted_bytes(),
         );
     }
     #[cfg(not(feature = "memory"))]
     let _ = setup;
-    otel.observers.lock().extend(keep);
+    otel.observers.lock().extend(r.keep);
 }

@@ -61,6 +61,7 @@ pub(crate) async fn round(stack: &Stack) -> usize {
             let (done, failed) = apply(stack, tier, &batch).await;
             if !done.is_empty() {
                 record.applied(&done);
+                crate::log::repairs_applied(&stack.telemetry, tier.position, done.len());
                 applied += done.len();
                 announce(stack, tier, &done).await;
             }
