@@ -8,6 +8,7 @@ use std::time::Duration;
 use layercake_core::{Key, KeyStrategy, Result};
 
 use crate::key_input::IntoKey;
+use crate::options::CallOptions;
 use crate::stack::Stack;
 use crate::stats::{Stats, TierStats};
 
@@ -103,6 +104,8 @@ pub enum Warm<'a> {
 pub struct Cache {
     pub(crate) inner: Arc<Stack>,
     pub(crate) keys: Arc<dyn KeyStrategy>,
+    /// This handle's per-call options (see [`Cache::with_options`]).
+    pub(crate) call: CallOptions,
 }
 
 impl std::fmt::Debug for Cache {
@@ -110,6 +113,7 @@ impl std::fmt::Debug for Cache {
         f.debug_struct("Cache")
             .field("inner", &self.inner)
             .field("keys", &self.keys)
+            .field("options", &self.call.read)
             .finish()
     }
 }
@@ -121,6 +125,7 @@ impl Cache {
         Cache {
             inner: self.inner.clone(),
             keys: Arc::new(keys),
+            call: self.call,
         }
     }
 

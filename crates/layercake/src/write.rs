@@ -190,6 +190,11 @@ impl Cache {
         how: How,
     ) -> Result<Written> {
         let now = self.inner.clock.now();
+        // A fill skips the tiers this handle's options skip.
+        let tiers = match how {
+            How::Fill(_) => tiers.without(self.call.skip),
+            How::Set => tiers,
+        };
         let targets: Vec<&Tier> = self
             .inner
             .tiers
