@@ -40,6 +40,7 @@ impl WriteOptions {
 
 /// What [`Cache::warm`] fills upper tiers with.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum Warm<'a> {
     /// These keys (caller text, made into keys by the cache's key strategy).
     Keys(&'a [&'a str]),

@@ -9,6 +9,7 @@ use crate::value::Value;
 
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Source {
     /// Found fresh in the tier at this position (0 = L1).
     Hit {
@@ -40,6 +41,7 @@ impl Source {
 ///
 /// An L1 hit hands out the `Arc` stored in L1: no decode, no copy of the payload.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Lookup<T> {
     /// The value.
     pub value: T,

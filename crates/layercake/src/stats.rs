@@ -11,6 +11,7 @@ use crate::breaker::BreakerState;
 
 /// A public operation of the cache, for latency statistics and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Op {
     /// `get`.
     Get,
@@ -65,6 +66,7 @@ impl Op {
 
 /// Latency percentiles of one operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Latency {
     /// Operations timed.
     pub count: u64,
@@ -80,6 +82,7 @@ pub struct Latency {
 
 /// Counters of one tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TierStats {
     /// Tier name.
     pub name: String,
@@ -155,6 +158,7 @@ impl TierStats {
 /// per thread (timing every hit would cost more than the hit itself), so percentiles come
 /// from a uniform sample.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Per tier, in order (L1 first).
     pub tiers: Vec<TierStats>,
