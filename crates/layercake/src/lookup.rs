@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use layercake_core::{Entry, Timestamp};
 
-use crate::value::Value;
-
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -85,12 +83,12 @@ pub struct Hit<T> {
 impl<T> Hit<T> {
     /// A positive read of `entry` (`None` for a negative entry: "not found" reads as `None`).
     pub(crate) fn of(
-        value: Value<T>,
+        value: Option<Arc<T>>,
         source: Source,
         entry: &Entry,
         now: Timestamp,
     ) -> Option<Hit<T>> {
-        value.into_option().map(|value| Hit {
+        value.map(|value| Hit {
             value,
             source,
             created_at: entry.created_at,

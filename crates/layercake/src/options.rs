@@ -1,15 +1,15 @@
 //! Per-call choices: [`ReadOptions`] (skip the memory or the shared tiers, accept a stale
-//! copy), applied through [`Cache::with_options`], and [`Computed`], a loader's value with the
-//! lifetime its result decided.
+//! copy), applied through [`Cache::with_options`](crate::Cache::with_options), and
+//! [`Computed`], a loader's value with the lifetime its result decided.
 
 use std::time::Duration;
 
 use layercake_core::TierSet;
 
-use crate::cache::Cache;
 use crate::tier::Scope;
 
-/// How the calls made through a [`Cache::with_options`] handle read (and fill) the tiers.
+/// How the calls made through a [`Cache::with_options`](crate::Cache::with_options) handle
+/// read (and fill) the tiers.
 ///
 /// - [`skip_memory`](ReadOptions::skip_memory): the in-process tiers (scope
 ///   [`Scope::Process`]) are neither read nor filled — e.g. a value that must come from the
@@ -17,8 +17,8 @@ use crate::tier::Scope;
 /// - [`skip_shared`](ReadOptions::skip_shared): the tiers shared by every instance (scope
 ///   [`Scope::Shared`]: Redis, PostgreSQL) are neither read nor filled — e.g. a
 ///   per-instance value, or a read that must not wait on the network;
-/// - [`allow_stale`](ReadOptions::allow_stale): [`get`](Cache::get) and
-///   [`get_with_meta`](Cache::get_with_meta) return a stale copy (inside the policy's
+/// - [`allow_stale`](ReadOptions::allow_stale): [`get`](crate::Cache::get) and
+///   [`get_with_meta`](crate::Cache::get_with_meta) return a stale copy (inside the policy's
 ///   fail-safe window) when no tier holds a fresh one, with [`Source::Stale`](crate::Source).
 ///
 /// Skipping concerns reads and fills (promotions, a loader's result): `set`, `delete` and
@@ -74,7 +74,7 @@ impl ReadOptions {
     pub fn allows_stale(&self) -> bool {
         self.allow_stale
     }
-    fn skips(&self, scope: Scope) -> bool {
+    pub(crate) fn skips(&self, scope: Scope) -> bool {
         match scope {
             Scope::Process => self.skip_memory,
             Scope::Shared => self.skip_shared,
@@ -100,38 +100,8 @@ impl Default for CallOptions {
     }
 }
 
-impl Cache {
-    /// The same cache (same tiers, same state) whose reads and fills follow `opts`: skip the
-    /// memory or the shared tiers, accept a stale copy. Cheap; make one per call or keep it.
-    /// Loads are still shared with every other handle of the cache (single flight per key):
-    /// a caller that joins a load started through another handle gets that load's result.
-    pub fn with_options(&self, opts: ReadOptions) -> Cache {
-        let skipped: Vec<usize> = self
-            .inner
-            .tiers
-            .iter()
-            .filter(|t| opts.skips(t.scope))
-            .map(|t| t.position)
-            .collect();
-        Cache {
-            inner: self.inner.clone(),
-            keys: self.keys.clone(),
-            call: CallOptions {
-                read: opts,
-                skip: TierSet::only(&skipped),
-            },
-        }
-    }
-
-    /// The options of this handle ([`ReadOptions::new`] unless made by
-    /// [`with_options`](Cache::with_options)).
-    pub fn options(&self) -> ReadOptions {
-        self.call.read
-    }
-}
-
 /// A loader's value and what its result decided about caching it, for
-/// [`Cache::get_or_compute_adaptive`]: a lifetime (an HTTP `max-age`, a short one for an
+/// [`Cache::get_or_compute_adaptive`](crate::Cache::get_or_compute_adaptive): a lifetime (an HTTP `max-age`, a short one for an
 /// answer that must not live long) or no caching at all (the callers get the value, no tier
 /// keeps it).
 ///

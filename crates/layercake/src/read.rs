@@ -104,7 +104,12 @@ impl Cache {
             L1Fast::Hit(entry, value) => {
                 tel.hit(&scope, 0);
                 tel.finish(scope, Outcome::Hit);
-                return Ok(Hit::of(value, Source::Hit { tier: 0 }, &entry, now));
+                return Ok(Hit::of(
+                    value.into_option(),
+                    Source::Hit { tier: 0 },
+                    &entry,
+                    now,
+                ));
             }
             L1Fast::Absent => {
                 tel.miss(&scope, 0);
@@ -119,7 +124,7 @@ impl Cache {
             (Some(f), _) => {
                 tel.finish(scope, Outcome::Hit);
                 Ok(Hit::of(
-                    f.value,
+                    f.value.into_option(),
                     Source::Hit { tier: f.tier },
                     &f.entry,
                     now,
@@ -128,7 +133,7 @@ impl Cache {
             (None, Some(s)) if self.call.read.allows_stale() => {
                 tel.stale_served();
                 tel.finish(scope, Outcome::Stale);
-                Ok(Hit::of(s.value, Source::Stale, &s.entry, now))
+                Ok(Hit::of(s.value.into_option(), Source::Stale, &s.entry, now))
             }
             (None, _) => {
                 tel.full_miss();
