@@ -40,10 +40,16 @@ struct ReadOnly {
     n: u32,
 }
 
+/// A type that can be written but not read: `set` must not ask for `Deserialize`.
+#[derive(serde::Serialize)]
+struct WriteOnly {
+    n: u32,
+}
+
 #[tokio::test]
-async fn get_needs_only_deserialize() {
+async fn get_needs_only_deserialize_and_set_only_serialize() {
     let (cache, l1, ..) = stack();
-    cache.set("k", serde_json::json!({"n": 7})).await.unwrap();
+    cache.set("k", WriteOnly { n: 7 }).await.unwrap();
     // From L1 (another type was decoded there) and from L2 (decoded from bytes).
     let got = cache.get::<ReadOnly>("k").await.unwrap().unwrap();
     assert_eq!(got.value.n, 7);
