@@ -6,11 +6,14 @@
 //! - `cargo xtask test [-- <nextest args>]`: the one test command (format, clippy, tests, doc
 //!   tests, docs, examples) that the README and `.ci/run` call;
 //! - `cargo xtask bench [--quick] [--runtime current|multi] [--file-dir DIR]`: run the benchmark binary against real services;
-//! - `cargo xtask fuzz [--seconds N]`: run every fuzz target when nightly and cargo-fuzz exist.
+//! - `cargo xtask fuzz [--seconds N]`: run every fuzz target when nightly and cargo-fuzz exist;
+//! - `cargo xtask release-check`: `cargo package` of the publishable crates, `cargo deny`, and
+//!   the documented programs built in a crate outside the repository with older serde/tokio.
 
 mod bench;
 mod cluster;
 mod fuzz;
+mod release;
 mod services;
 mod test;
 
@@ -58,6 +61,9 @@ enum Command {
     Bench(bench::Args),
     /// Run every fuzz target for a while (needs a nightly toolchain and cargo-fuzz).
     Fuzz(fuzz::Args),
+    /// Package every publishable crate, run cargo-deny, and build the documented programs
+    /// in a crate outside the repository that pins older serde and tokio.
+    ReleaseCheck,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +86,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Test(args) => test::run(&sh, &args),
         Command::Bench(args) => bench::run(&sh, &args),
         Command::Fuzz(args) => fuzz::run(&sh, &args),
+        Command::ReleaseCheck => release::run(&sh),
     }
 }
 

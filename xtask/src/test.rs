@@ -33,7 +33,7 @@ struct Step<'a> {
 }
 
 /// Total number of steps, for the banners.
-const STEPS: usize = 7;
+const STEPS: usize = 8;
 
 impl Step<'_> {
     /// Prints the banner of this step with the command it runs.
@@ -200,6 +200,13 @@ pub(crate) fn run(sh: &Shell, args: &Args) -> Result<()> {
             quickstart.display()
         );
     }
+
+    let step = Step {
+        number: 8,
+        name: "release",
+    };
+    step.start("cargo package, cargo deny, outside-crate check (cargo xtask release-check)");
+    crate::release::run(sh).map_err(|e| step.fail(e))?;
 
     banner("cargo xtask test: all steps passed");
     Ok(())

@@ -188,6 +188,33 @@ impl Error {
     pub fn backend(&self) -> Option<&'static str> {
         self.inner.backend
     }
+
+    /// The loader's own error, typed: `Some(&e)` when this is a [`ErrorKind::Loader`] error
+    /// whose cause is an `E` (the error the loader returned, kept as the source).
+    ///
+    /// A loader that returned a `String` or `&str` has no type to get back (they are boxed
+    /// as a private message type): return an error type to use this.
+    ///
+    /// ```
+    /// use layercake_core::Error;
+    /// let io = std::io::Error::new(std::io::ErrorKind::NotFound, "upstream 404");
+    /// let e = Error::loader("the loader failed").with_source(io);
+    /// let back = e.loader_error::<std::io::Error>().unwrap();
+    /// assert_eq!(back.kind(), std::io::ErrorKind::NotFound);
+    /// assert!(e.loader_error::<std::fmt::Error>().is_none());
+    /// ```
+    pub fn loader_error<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        if self.inner.kind != ErrorKind::Loader {
+            return None;
+        }
+        self.source_as::<E>()
+    }
+
+    /// The direct cause as an `E`, whatever the kind (e.g. a backend's client error).
+    pub fn source_as<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        let src: &(dyn std::error::Error + 'static) = self.inner.source.as_deref()?;
+        src.downcast_ref::<E>()
+    }
 }
 
 impl fmt::Display for Error {

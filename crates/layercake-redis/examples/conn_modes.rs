@@ -4,6 +4,8 @@
 //! cargo run --release -p layercake-redis --example conn_modes [redis-url] [seconds-per-case]
 //! ```
 //!
+//! The URL defaults to `REDIS_URL`, else `redis://127.0.0.1:6379`.
+//!
 //! For each of: raw multiplexed `GET` (redis-rs, no envelope), the backend in `Multiplexed`
 //! mode, and the backend in `Pool` mode, it reports the median and p99 latency of `get` with one
 //! request in flight, and the throughput with 64 requests in flight, on a 2-worker runtime.
@@ -97,6 +99,7 @@ async fn main() {
     let url = args
         .get(1)
         .cloned()
+        .or_else(|| std::env::var("REDIS_URL").ok())
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
     let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let dur = Duration::from_secs_f64(secs);

@@ -1,7 +1,7 @@
 //! Idempotency records: reserve, complete, replay.
 //!
 //! ```sh
-//! cargo run -p layercake --example idempotency
+//! cargo run -p layercake --features file --example idempotency
 //! ```
 //!
 //! A payment endpoint receives requests carrying an `Idempotency-Key`. The first request with a
@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use layercake::file::{FileBackend, FileConfig};
 use layercake::{Cache, HashedKeys, MemoryBackend, Namespace, NamespaceTable, Source};
-use layercake_file::{FileBackend, FileConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -85,11 +85,11 @@ impl Payments {
 
 #[tokio::main]
 async fn main() -> layercake::Result<()> {
-    let dir =
-        tempfile::tempdir().map_err(|e| layercake::Error::config("temp dir").with_source(e))?;
+    // The file tier's directory: one of this run's own under the system's temporary directory.
+    let dir = std::env::temp_dir().join(format!("layercake-idempotency-{}", std::process::id()));
     let records = Cache::builder("payments")
         .tier(MemoryBackend::with_max_bytes(8 << 20)?)
-        .tier(FileBackend::open(FileConfig::new(dir.path())).await?)
+        .tier(FileBackend::open(FileConfig::new(&dir)).await?)
         .keys(HashedKeys::new(Namespace::new("idempotency", 1)?))
         .policy(NamespaceTable::ai_defaults()) // idempotency: 1 h, no jitter
         .build()?;
@@ -133,5 +133,6 @@ async fn main() -> layercake::Result<()> {
     );
     println!("charges made: {}", api.charges.load(Ordering::SeqCst));
     assert_eq!(api.charges.load(Ordering::SeqCst), 1, "exactly one charge");
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

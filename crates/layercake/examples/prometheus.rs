@@ -1,9 +1,9 @@
 //! layercake metrics on a Prometheus scrape endpoint.
 //!
 //! ```sh
-//! cargo run -p layercake --features otel --example prometheus
+//! cargo run -p layercake --features otel,redis,postgres --example prometheus
 //! REDIS_URL=redis://127.0.0.1:6379 DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
-//!     cargo run -p layercake --features otel --example prometheus
+//!     cargo run -p layercake --features otel,redis,postgres --example prometheus
 //! curl -s http://127.0.0.1:9464/metrics | grep '^layercake_'
 //! ```
 //!
@@ -20,9 +20,9 @@
 use std::time::Duration;
 
 use layercake::otel::OtelConfig;
+use layercake::postgres::{PostgresBackend, PostgresConfig};
+use layercake::redis::{RedisBackend, RedisConfig};
 use layercake::{Cache, FixedTtl, MemoryBackend, Namespace, PlainKeys, TierOptions};
-use layercake_postgres::{PostgresBackend, PostgresConfig};
-use layercake_redis::{RedisBackend, RedisConfig};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prometheus::{Encoder, Registry, TextEncoder};

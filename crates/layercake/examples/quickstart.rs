@@ -2,14 +2,15 @@
 //! catalog) in a tiered cache and see what it saves.
 //!
 //! ```sh
-//! cargo run -p layercake --example quickstart
+//! cargo run -p layercake --features file,redis,postgres --example quickstart
 //! REDIS_URL=redis://127.0.0.1:6379 DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
-//!     cargo run -p layercake --example quickstart
+//!     cargo run -p layercake --features file,redis,postgres --example quickstart
 //! ```
 //!
 //! With no server it stacks memory (L1) over a file directory (the last tier); with
 //! `REDIS_URL` / `DATABASE_URL` set it puts Redis and PostgreSQL in between. The file directory
-//! is `LAYERCAKE_DIR`, or a temporary directory removed at the end.
+//! is `LAYERCAKE_DIR`, or a directory of its own under the system's temporary directory,
+//! removed at the end.
 //!
 //! It runs a repeated workload twice: once on a cold cache, then again as a "restarted"
 //! instance whose memory tier is empty, so the lower tiers serve and promote. Every figure it
@@ -19,11 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use layercake::file::{FileBackend, FileConfig};
 use layercake::{
     Cache, HashedKeys, MemoryBackend, Namespace, NamespaceTable, PlainKeys, PolicyExt, Request,
     Source,
 };
-use layercake_file::{FileBackend, FileConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Clone)]
@@ -96,16 +97,16 @@ async fn build(dir: &std::path::Path) -> layercake::Result<(Cache, Vec<String>)>
         // Namespace TTLs: llm 24 h, embedding 7 d, catalog 24 h (5 % jitter), stale-if-error 1 h.
         .policy(NamespaceTable::ai_defaults().stale_for(Duration::from_secs(3600)));
     if let Ok(url) = std::env::var("REDIS_URL") {
-        let redis = layercake_redis::RedisBackend::connect(
-            layercake_redis::RedisConfig::new(url).with_cache_name("quickstart"),
+        let redis = layercake::redis::RedisBackend::connect(
+            layercake::redis::RedisConfig::new(url).with_cache_name("quickstart"),
         )
         .await?;
         b = b.tier(redis);
         described.push("redis".into());
     }
     if let Ok(url) = std::env::var("DATABASE_URL") {
-        let pg = layercake_postgres::PostgresBackend::connect(
-            layercake_postgres::PostgresConfig::new(&url)?
+        let pg = layercake::postgres::PostgresBackend::connect(
+            layercake::postgres::PostgresConfig::new(&url)?
                 .with_table("layercake_quickstart", "entries"),
         )
         .await?;
@@ -188,13 +189,12 @@ async fn workload(cache: &Cache, up: &Arc<Upstream>, t: &mut Timings) -> layerca
 
 #[tokio::main]
 async fn main() -> layercake::Result<()> {
-    let tmp;
-    let dir = match std::env::var_os("LAYERCAKE_DIR") {
-        Some(d) => std::path::PathBuf::from(d),
+    // The file tier's directory: LAYERCAKE_DIR, or one of this run's own (removed at the end).
+    let (dir, own_dir) = match std::env::var_os("LAYERCAKE_DIR") {
+        Some(d) => (std::path::PathBuf::from(d), false),
         None => {
-            tmp = tempfile::tempdir()
-                .map_err(|e| layercake::Error::config("temp dir").with_source(e))?;
-            tmp.path().to_path_buf()
+            let name = format!("layercake-quickstart-{}", std::process::id());
+            (std::env::temp_dir().join(name), true)
         }
     };
     let up = Arc::new(Upstream::default());
@@ -246,5 +246,8 @@ async fn main() -> layercake::Result<()> {
         median(&mut misses),
         misses.len()
     );
+    if own_dir {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }

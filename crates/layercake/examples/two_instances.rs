@@ -1,8 +1,8 @@
 //! Two instances kept coherent by a backplane.
 //!
 //! ```sh
-//! cargo run -p layercake --example two_instances            # Redis pub/sub backplane
-//! BACKPLANE=postgres cargo run -p layercake --example two_instances
+//! cargo run -p layercake --features redis,postgres --example two_instances            # Redis pub/sub backplane
+//! BACKPLANE=postgres cargo run -p layercake --features redis,postgres --example two_instances
 //! ```
 //!
 //! Two caches in one process stand for two instances of a service: each has its own memory
@@ -20,7 +20,7 @@ async fn shared_tier_and_backplane(
     which: &str,
 ) -> layercake::Result<(Arc<dyn Backend>, Arc<dyn Backplane>, Arc<dyn Backplane>)> {
     if which == "postgres" {
-        use layercake_postgres::{
+        use layercake::postgres::{
             PostgresBackend, PostgresBackplane, PostgresBackplaneConfig, PostgresConfig,
         };
         let url = std::env::var("DATABASE_URL")
@@ -38,7 +38,7 @@ async fn shared_tier_and_backplane(
                 .await?;
         Ok((Arc::new(backend), Arc::new(a), Arc::new(b)))
     } else {
-        use layercake_redis::{RedisBackend, RedisBackplane, RedisBackplaneConfig, RedisConfig};
+        use layercake::redis::{RedisBackend, RedisBackplane, RedisBackplaneConfig, RedisConfig};
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let cfg = RedisConfig::new(url).with_cache_name("demo");
         let backend = RedisBackend::connect(cfg.clone()).await?;

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, WriteOptions};
 use crate::coherence::epochs::Snapshot;
+use crate::key_input::IntoKey;
 use crate::load::loader_error;
 use crate::lookup::{Lookup, Source};
 use crate::promote::promotion_upto;
@@ -28,36 +29,55 @@ impl Cache {
 
     /// Read several values; one slot per input, in order. Each tier is asked once, with its
     /// bulk operation, for the keys still missing; hits at lower tiers fill upper tiers.
-    pub async fn get_many<T, S>(&self, inputs: &[S]) -> Result<Vec<Option<Lookup<Arc<T>>>>>
+    /// Inputs are what [`get`](Cache::get) takes ([`IntoKey`]): caller text, [`Key`]s,
+    /// [`Request`](crate::Request)s, or references to them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> layercake::Result<()> {
+    /// use layercake::{Cache, MemoryBackend};
+    /// let cache = Cache::builder("docs").tier(MemoryBackend::with_max_bytes(1 << 20)?).build()?;
+    /// cache.set("a", 1u32).await?;
+    /// let found = cache.get_many::<u32, _>(["a", "b"]).await?;
+    /// assert_eq!(found.iter().map(|l| l.as_ref().map(|l| *l.value)).collect::<Vec<_>>(), [Some(1), None]);
+    /// let key = cache.key("a")?;
+    /// assert!(cache.get_many::<u32, _>([&key]).await?[0].is_some());
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_many<T, K>(
+        &self,
+        inputs: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Option<Lookup<Arc<T>>>>>
     where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        S: AsRef<str>,
+        T: DeserializeOwned + Send + Sync + 'static,
+        K: IntoKey,
     {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::GetMany);
-        let r = self
-            .get_many_inner::<T, S>(inputs, &scope)
-            .await
-            .map(|(v, _)| v);
+        let r = async {
+            let keys = inputs
+                .into_iter()
+                .map(|k| k.into_key(&*self.keys))
+                .collect::<Result<Vec<Key>>>()?;
+            self.get_many_inner::<T>(&keys, &scope)
+                .await
+                .map(|(v, _)| v)
+        }
+        .await;
         tel.finish(scope, ok_or_error(&r));
         r
     }
 
-    pub(crate) async fn get_many_inner<T, S>(
+    pub(crate) async fn get_many_inner<T>(
         &self,
-        inputs: &[S],
+        keys: &[Key],
         scope: &OpScope<'_>,
     ) -> Result<(Vec<Option<Lookup<Arc<T>>>>, Vec<usize>)>
     where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
-        S: AsRef<str>,
+        T: DeserializeOwned + Send + Sync + 'static,
     {
         let inner = &*self.inner;
         let tel = &inner.telemetry;
-        let keys: Vec<Key> = inputs
-            .iter()
-            .map(|s| self.keys.key_for_text(s.as_ref()))
-            .collect::<Result<_>>()?;
         let snaps: Vec<Snapshot> = keys.iter().map(|k| inner.epochs.snapshot(k)).collect();
         let now = inner.clock.now();
         let mut out: Vec<Option<Lookup<Arc<T>>>> = (0..keys.len()).map(|_| None).collect();
@@ -69,6 +89,9 @@ impl Cache {
         for tier in &inner.tiers {
             if pending.is_empty() {
                 break;
+            }
+            if self.call.skip.contains(tier.position) {
+                continue;
             }
             // Keys awaiting a repair in this tier are not asked there (misses).
             let (asked, noted): (Vec<usize>, Vec<usize>) = match inner.repairs.record(tier.position)
@@ -207,19 +230,15 @@ impl Cache {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::GetOrComputeMany);
         let r = async {
-            let snaps = inputs
+            let keys = inputs
                 .iter()
-                .map(|s| {
-                    Ok(self
-                        .inner
-                        .epochs
-                        .snapshot(&self.keys.key_for_text(s.as_ref())?))
-                })
-                .collect::<Result<Vec<_>>>()?;
+                .map(|s| self.keys.key_for_text(s.as_ref()))
+                .collect::<Result<Vec<Key>>>()?;
+            let snaps: Vec<Snapshot> = keys.iter().map(|k| self.inner.epochs.snapshot(k)).collect();
             // Taken before the tiers are read: a write or removal after this point, anywhere,
             // is newer than the values this call fills.
             let version = self.inner.versions.next();
-            let (mut out, missing) = self.get_many_inner::<T, S>(inputs, &scope).await?;
+            let (mut out, missing) = self.get_many_inner::<T>(&keys, &scope).await?;
             if missing.is_empty() {
                 return Ok(out);
             }
@@ -245,12 +264,11 @@ impl Cache {
                     .copied()
                     .find(|&i| inputs[i].as_ref() == text)
                     .unwrap_or_default();
-                let key = self.keys.key_for_text(&text)?;
                 let v = Arc::new(v);
                 let how = How::Fill(snaps[i]);
                 let _ = self
                     .store(
-                        &key,
+                        &keys[i],
                         Some(v.clone()),
                         &WriteOptions::default(),
                         how,

@@ -25,6 +25,7 @@ impl Default for BreakerConfig {
 
 /// The state of a breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BreakerState {
     /// Requests flow.
     Closed,

@@ -28,7 +28,7 @@ use crate::tier::{Tier, TierOptions, WriteMode};
 use crate::write_behind::WriteBehind;
 
 /// The hard timeout of a load when none is configured: past it the load ends with a
-/// `Timeout` error (see [`CacheBuilder::loader_timeouts`]).
+/// `Timeout` error (see [`CacheBuilder::loader_hard_timeout`]).
 pub const DEFAULT_HARD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Builds a [`Cache`]. See [`Cache::builder`].
@@ -51,7 +51,8 @@ pub const DEFAULT_HARD_TIMEOUT: Duration = Duration::from_secs(60);
 /// assert!(err.to_string().contains("tier name \"a\" is used twice"));
 /// let err = Cache::builder("x")
 ///     .tier(MemoryBackend::with_max_bytes(1024).unwrap())
-///     .loader_timeouts(Some(Duration::from_secs(2)), Some(Duration::from_secs(1)))
+///     .loader_soft_timeout(Duration::from_secs(2))
+///     .loader_hard_timeout(Duration::from_secs(1))
 ///     .build()
 ///     .unwrap_err();
 /// assert!(err.to_string().contains("soft timeout"));
@@ -182,17 +183,21 @@ impl CacheBuilder {
         self
     }
 
-    /// Loader timeouts: past `soft`, a caller that has a stale copy gets it while the load
-    /// goes on; past `hard`, the load ends with a `Timeout` error and the next caller starts
-    /// a new one. `hard = None` keeps the default, [`DEFAULT_HARD_TIMEOUT`] (60 s; with a
+    /// The loader's soft timeout (none by default): past it, a caller that has a stale copy
+    /// gets it ([`Source::Stale`](crate::Source::Stale)) while the load goes on and fills the
+    /// tiers when it ends. Must be shorter than the hard timeout.
+    pub fn loader_soft_timeout(mut self, soft: Duration) -> Self {
+        self.soft = Some(soft);
+        self
+    }
+
+    /// The loader's hard timeout: past it the load ends with a `Timeout` error and the next
+    /// caller starts a new one. Default [`DEFAULT_HARD_TIMEOUT`] (60 s; with a
     /// [`distributed_lock`](CacheBuilder::distributed_lock), at most the lock's ttl); see
     /// [`no_hard_timeout`](CacheBuilder::no_hard_timeout) to let loads run unbounded.
-    pub fn loader_timeouts(mut self, soft: Option<Duration>, hard: Option<Duration>) -> Self {
-        self.soft = soft;
-        self.hard = hard;
-        if hard.is_some() {
-            self.no_hard = false;
-        }
+    pub fn loader_hard_timeout(mut self, hard: Duration) -> Self {
+        self.hard = Some(hard);
+        self.no_hard = false;
         self
     }
 
@@ -294,8 +299,8 @@ impl CacheBuilder {
         {
             return Err(Error::config(format!(
                 "the loader's soft timeout ({s:?}) must be shorter than its hard timeout ({h:?}; \
-                 the default is {DEFAULT_HARD_TIMEOUT:?}, see loader_timeouts and \
-                 no_hard_timeout)"
+                 the default is {DEFAULT_HARD_TIMEOUT:?}, see loader_hard_timeout \
+                 and no_hard_timeout)"
             )));
         }
         if let (Some((_, lo)), Some(h)) = (&self.lock, self.hard)
@@ -392,6 +397,10 @@ impl CacheBuilder {
             let task = spawn_listener(inner.clone(), bp);
             inner.tasks.lock().push(task);
         }
-        Ok(Cache { inner, keys })
+        Ok(Cache {
+            inner,
+            keys,
+            call: Default::default(),
+        })
     }
 }

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use layercake_core::{Key, KeyStrategy, Result};
+use layercake_core::{Key, KeyStrategy, Result, TierSet};
 
 use crate::key_input::IntoKey;
+use crate::options::{CallOptions, ReadOptions};
 use crate::stack::Stack;
 use crate::stats::Stats;
 
@@ -39,6 +40,7 @@ impl WriteOptions {
 
 /// What [`Cache::warm`] fills upper tiers with.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum Warm<'a> {
     /// These keys (caller text, made into keys by the cache's key strategy).
     Keys(&'a [&'a str]),
@@ -103,6 +105,8 @@ pub enum Warm<'a> {
 pub struct Cache {
     pub(crate) inner: Arc<Stack>,
     pub(crate) keys: Arc<dyn KeyStrategy>,
+    /// This handle's per-call options (see [`Cache::with_options`]).
+    pub(crate) call: CallOptions,
 }
 
 impl std::fmt::Debug for Cache {
@@ -110,6 +114,7 @@ impl std::fmt::Debug for Cache {
         f.debug_struct("Cache")
             .field("inner", &self.inner)
             .field("keys", &self.keys)
+            .field("options", &self.call.read)
             .finish()
     }
 }
@@ -121,7 +126,36 @@ impl Cache {
         Cache {
             inner: self.inner.clone(),
             keys: Arc::new(keys),
+            call: self.call,
         }
+    }
+
+    /// The same cache (same tiers, same state) whose reads and fills follow `opts`: skip the
+    /// memory or the shared tiers, accept a stale copy. Cheap; make one per call or keep it.
+    /// Loads are still shared with every other handle of the cache (single flight per key):
+    /// a caller that joins a load started through another handle gets that load's result.
+    pub fn with_options(&self, opts: ReadOptions) -> Cache {
+        let skipped: Vec<usize> = self
+            .inner
+            .tiers
+            .iter()
+            .filter(|t| opts.skips(t.scope))
+            .map(|t| t.position)
+            .collect();
+        Cache {
+            inner: self.inner.clone(),
+            keys: self.keys.clone(),
+            call: CallOptions {
+                read: opts,
+                skip: TierSet::only(&skipped),
+            },
+        }
+    }
+
+    /// The options of this handle ([`ReadOptions::new`] unless made by
+    /// [`with_options`](Cache::with_options)).
+    pub fn options(&self) -> ReadOptions {
+        self.call.read
     }
 
     /// The cache's name.

@@ -7,7 +7,8 @@ use serde::Serialize;
 ///
 /// - `&str` / `&String`: caller text, through [`KeyStrategy::key_for_text`];
 /// - [`Request`]: any `Serialize` request, through its canonical JSON;
-/// - `&Key`: an already built key, used as is.
+/// - `&Key`: an already built key, used as is;
+/// - a reference to any of these that is `Copy` (`&&str`, `&&Key`).
 pub trait IntoKey {
     /// Build the key.
     fn into_key(self, keys: &dyn KeyStrategy) -> Result<Key>;
@@ -28,6 +29,14 @@ impl IntoKey for &String {
 impl IntoKey for &Key {
     fn into_key(self, _keys: &dyn KeyStrategy) -> Result<Key> {
         Ok(self.clone())
+    }
+}
+
+/// A reference to any copyable key input (`&&str`, `&&Key`, …): what iterating a slice of
+/// inputs yields, e.g. for [`Cache::get_many`](crate::Cache::get_many).
+impl<K: IntoKey + Copy> IntoKey for &K {
+    fn into_key(self, keys: &dyn KeyStrategy) -> Result<Key> {
+        (*self).into_key(keys)
     }
 }
 

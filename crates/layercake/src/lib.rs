@@ -47,6 +47,7 @@ mod load;
 mod lock;
 mod log;
 mod lookup;
+mod options;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod promote;
@@ -67,7 +68,8 @@ pub use builder::{CacheBuilder, DEFAULT_HARD_TIMEOUT};
 pub use cache::{Cache, Warm, WriteOptions};
 pub use key_input::{IntoKey, Request};
 pub use lock::LockOptions;
-pub use lookup::{Lookup, Source};
+pub use lookup::{Hit, Lookup, Source};
+pub use options::{Computed, ReadOptions};
 pub use repair::config::{Overflow, RepairConfig};
 pub use repair::report::WriteReport;
 pub use stats::{Latency, Op, RepairStats, Stats, TierStats};

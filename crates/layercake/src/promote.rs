@@ -76,6 +76,7 @@ impl Cache {
             .iter()
             .filter(|t| {
                 d.tiers.contains(t.position)
+                    && !self.call.skip.contains(t.position)
                     && !skip(t)
                     && !self.inner.repairs.skips_entry(t.position, key, &entry.tags)
             })

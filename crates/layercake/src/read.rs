@@ -5,13 +5,12 @@
 use std::sync::Arc;
 
 use layercake_core::{Entry, Key, Result, TierSet, Timestamp};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::Cache;
 use crate::coherence::epochs::Snapshot;
 use crate::key_input::IntoKey;
-use crate::lookup::{Lookup, Source};
+use crate::lookup::{Hit, Lookup, Source};
 use crate::promote::{Fill, promotion_upto};
 use crate::stats::Op;
 use crate::telemetry::{OpScope, Outcome};
@@ -46,10 +45,50 @@ impl Cache {
     // ---------------------------------------------------------------- reads
 
     /// Read a value. `Ok(None)` when no tier holds a fresh copy (a cached "not found" also
-    /// reads as `None`).
+    /// reads as `None`). A read needs only `DeserializeOwned`: lower tiers' copies are
+    /// promoted as they are, never encoded again.
     pub async fn get<T>(&self, key: impl IntoKey) -> Result<Option<Lookup<Arc<T>>>>
     where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        Ok(self.get_hit::<T>(key).await?.map(|h| Lookup {
+            value: h.value,
+            source: h.source,
+        }))
+    }
+
+    /// [`get`](Cache::get) with the entry's times: when it was written, its age and remaining
+    /// fresh life, whether it is stale (only with
+    /// [`ReadOptions::allow_stale`](crate::ReadOptions::allow_stale)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> layercake::Result<()> {
+    /// use layercake::memory::MemoryConfig;
+    /// use layercake::{Cache, ManualClock, MemoryBackend, WriteOptions};
+    /// use std::{sync::Arc, time::Duration};
+    /// let clock = ManualClock::new();
+    /// let cache = Cache::builder("docs")
+    ///     .tier(MemoryBackend::new(MemoryConfig::new(1 << 20).with_clock(Arc::new(clock.clone())))?)
+    ///     .clock(Arc::new(clock.clone()))
+    ///     .build()?;
+    /// cache.set_with("k", 1u32, &WriteOptions::new().ttl(Duration::from_secs(60))).await?;
+    /// clock.advance(Duration::from_secs(15));
+    /// let hit = cache.get_with_meta::<u32>("k").await?.unwrap();
+    /// assert_eq!((*hit.value, hit.age(), hit.remaining()), (1, Duration::from_secs(15), Duration::from_secs(45)));
+    /// assert!(!hit.is_stale());
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_with_meta<T>(&self, key: impl IntoKey) -> Result<Option<Hit<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        self.get_hit(key).await
+    }
+
+    async fn get_hit<T>(&self, key: impl IntoKey) -> Result<Option<Hit<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
     {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::Get);
@@ -62,13 +101,15 @@ impl Cache {
         };
         let now = self.inner.clock.now();
         let first = match self.l1_fast::<T>(&key, now) {
-            L1Fast::Hit(_, value) => {
+            L1Fast::Hit(entry, value) => {
                 tel.hit(&scope, 0);
                 tel.finish(scope, Outcome::Hit);
-                return Ok(value.into_option().map(|value| Lookup {
-                    value,
-                    source: Source::Hit { tier: 0 },
-                }));
+                return Ok(Hit::of(
+                    value.into_option(),
+                    Source::Hit { tier: 0 },
+                    &entry,
+                    now,
+                ));
             }
             L1Fast::Absent => {
                 tel.miss(&scope, 0);
@@ -79,15 +120,22 @@ impl Cache {
         let read = self
             .read_typed::<T>(&key, now, &scope, first..usize::MAX)
             .await;
-        match read.fresh {
-            Some(f) => {
+        match (read.fresh, read.stale) {
+            (Some(f), _) => {
                 tel.finish(scope, Outcome::Hit);
-                Ok(f.value.into_option().map(|value| Lookup {
-                    value,
-                    source: Source::Hit { tier: f.tier },
-                }))
+                Ok(Hit::of(
+                    f.value.into_option(),
+                    Source::Hit { tier: f.tier },
+                    &f.entry,
+                    now,
+                ))
             }
-            None => {
+            (None, Some(s)) if self.call.read.allows_stale() => {
+                tel.stale_served();
+                tel.finish(scope, Outcome::Stale);
+                Ok(Hit::of(s.value.into_option(), Source::Stale, &s.entry, now))
+            }
+            (None, _) => {
                 tel.full_miss();
                 tel.finish(scope, Outcome::Miss);
                 Ok(None)
@@ -108,7 +156,7 @@ impl Cache {
         let Some(tier) = self.inner.tiers.first() else {
             return L1Fast::Other;
         };
-        if tier.breaker.is_some() || tier.read_timeout.is_some() {
+        if tier.breaker.is_some() || self.call.skip.contains(0) || tier.read_timeout.is_some() {
             return L1Fast::Other;
         }
         // A repair pending on L1 (one load when none is): read it the general way.
@@ -143,7 +191,7 @@ impl Cache {
         range: std::ops::Range<usize>,
     ) -> Read<Value<T>>
     where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        T: DeserializeOwned + Send + Sync + 'static,
     {
         let codec = self.inner.codec;
         let read = self
@@ -193,6 +241,9 @@ impl Cache {
         let range = range.start.min(inner.tiers.len())..range.end.min(inner.tiers.len());
         for tier in &inner.tiers[range] {
             let i = tier.position;
+            if self.call.skip.contains(i) {
+                continue;
+            }
             // A key whose write or removal did not reach this tier is read as a miss there
             // until the repair removed the older copy.
             if inner.repairs.skips_key(i, key) {

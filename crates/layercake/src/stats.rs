@@ -12,6 +12,7 @@ use crate::stack::Stack;
 
 /// A public operation of the cache, for latency statistics and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Op {
     /// `get`.
     Get,
@@ -66,6 +67,7 @@ impl Op {
 
 /// Latency percentiles of one operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Latency {
     /// Operations timed.
     pub count: u64,
@@ -81,6 +83,7 @@ pub struct Latency {
 
 /// Counters of one tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TierStats {
     /// Tier name.
     pub name: String,
@@ -156,6 +159,7 @@ impl TierStats {
 /// per thread (timing every hit would cost more than the hit itself), so percentiles come
 /// from a uniform sample.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Per tier, in order (L1 first).
     pub tiers: Vec<TierStats>,

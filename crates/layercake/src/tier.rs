@@ -42,6 +42,7 @@ impl MemoryTier {
 
 /// Which instances see a tier's entries; decides what the backplane invalidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Scope {
     /// Only this process (memory): backplane messages drop entries here.
     Process,
@@ -55,6 +56,7 @@ pub enum Scope {
 
 /// How writes reach a tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteMode {
     /// `set` waits for the tier.
     Through,

@@ -11,7 +11,6 @@ use layercake_core::backplane::Target;
 use layercake_core::envelope::{self, EnvelopeLimits};
 use layercake_core::{Entry, EntryFlags, Error, FillOutcome, Key, Result, TierSet, Timestamp};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, WriteOptions};
 use crate::coherence::epochs::Snapshot;
@@ -190,6 +189,11 @@ impl Cache {
         how: How,
     ) -> Result<Written> {
         let now = self.inner.clock.now();
+        // A fill skips the tiers this handle's options skip.
+        let tiers = match how {
+            How::Fill(_) => tiers.without(self.call.skip),
+            How::Set => tiers,
+        };
         let targets: Vec<&Tier> = self
             .inner
             .tiers
@@ -320,7 +324,7 @@ impl Cache {
     /// previous value stays readable everywhere.
     pub async fn set<T>(&self, key: impl IntoKey, value: T) -> Result<()>
     where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        T: Serialize + Send + Sync + 'static,
     {
         self.set_with(key, value, &WriteOptions::default()).await
     }
@@ -328,7 +332,7 @@ impl Cache {
     /// Write a value with tags and/or an explicit TTL; the contract of [`set`](Cache::set).
     pub async fn set_with<T>(&self, key: impl IntoKey, value: T, opts: &WriteOptions) -> Result<()>
     where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        T: Serialize + Send + Sync + 'static,
     {
         let strict = self.inner.repairs.strict;
         self.set_reported(key, value, opts, strict).await.map(drop)
@@ -355,7 +359,7 @@ impl Cache {
         opts: &WriteOptions,
     ) -> Result<WriteReport>
     where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        T: Serialize + Send + Sync + 'static,
     {
         let w = self.set_reported(key, value, opts, false).await?;
         let names = |bits: u64| {
@@ -380,7 +384,7 @@ impl Cache {
         strict: bool,
     ) -> Result<Written>
     where
-        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        T: Serialize + Send + Sync + 'static,
     {
         let tel = &self.inner.telemetry;
         let scope = tel.start(Op::Set);

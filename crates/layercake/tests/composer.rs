@@ -184,10 +184,8 @@ async fn fail_safe_serves_stale_when_the_loader_fails_or_is_slow() {
         .shared_tier(tiers[0].clone())
         .clock(Arc::new(clock.clone()))
         .policy(FixedTtl::new(Duration::from_secs(10)).stale_for(Duration::from_secs(100)))
-        .loader_timeouts(
-            Some(Duration::from_millis(50)),
-            Some(Duration::from_secs(5)),
-        )
+        .loader_soft_timeout(Duration::from_millis(50))
+        .loader_hard_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     cache.set("k", 1u32).await.unwrap();
@@ -225,7 +223,7 @@ async fn hard_timeout_ends_the_load() {
     let cache = Cache::builder("ht")
         .shared_tier(mem(&clock))
         .clock(Arc::new(clock.clone()))
-        .loader_timeouts(None, Some(Duration::from_millis(50)))
+        .loader_hard_timeout(Duration::from_millis(50))
         .build()
         .unwrap();
     let started = std::time::Instant::now();
@@ -392,19 +390,19 @@ async fn negative_results_are_cached_for_the_negative_ttl() {
         }
     };
     let l = cache
-        .get_or_compute_opt::<u32, _, _, _>("missing", load(calls.clone()))
+        .get_or_compute_optional::<u32, _, _, _>("missing", load(calls.clone()))
         .await
         .unwrap();
     assert_eq!((l.value, l.source), (None, Source::Computed));
     let l = cache
-        .get_or_compute_opt::<u32, _, _, _>("missing", load(calls.clone()))
+        .get_or_compute_optional::<u32, _, _, _>("missing", load(calls.clone()))
         .await
         .unwrap();
     assert_eq!((l.value, l.source), (None, Source::Hit { tier: 0 }));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     clock.advance(Duration::from_secs(6));
     cache
-        .get_or_compute_opt::<u32, _, _, _>("missing", load(calls.clone()))
+        .get_or_compute_optional::<u32, _, _, _>("missing", load(calls.clone()))
         .await
         .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);

@@ -223,7 +223,7 @@ async fn get_or_compute_many_does_not_reload_what_is_cached_as_absent() {
         .build()
         .unwrap();
     let none = cache
-        .get_or_compute_opt("n", || async { Ok::<Option<u32>, std::io::Error>(None) })
+        .get_or_compute_optional("n", || async { Ok::<Option<u32>, std::io::Error>(None) })
         .await
         .unwrap();
     assert!(none.value.is_none());

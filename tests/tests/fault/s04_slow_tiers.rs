@@ -37,7 +37,8 @@ async fn scenario_04_slow_tiers_fall_through_and_fail_safe_serves_stale() {
         .shared_tier_with(l2.clone(), fast_tier())
         .shared_tier_with(l3.clone(), fast_tier())
         .policy(FixedTtl::new(Duration::from_secs(1)).stale_for(Duration::from_secs(60)))
-        .loader_timeouts(Some(soft), Some(hard))
+        .loader_soft_timeout(soft)
+        .loader_hard_timeout(hard)
         .build()
         .unwrap();
     for i in 0..10u32 {

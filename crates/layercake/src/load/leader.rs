@@ -18,6 +18,7 @@ use crate::cache::{Cache, WriteOptions};
 use crate::coherence::epochs::Snapshot;
 use crate::flight::{LeaderHandle, Loaded, Shared, Waiter};
 use crate::lookup::Source;
+use crate::options::Computed;
 use crate::write::How;
 
 impl Cache {
@@ -55,7 +56,7 @@ impl Cache {
     ) where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Computed<Option<T>>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
         let cache = self.clone();
@@ -67,8 +68,8 @@ impl Cache {
                 Some(h) => tokio::time::timeout(h, run).await.map_err(|_| h),
                 None => Ok(run.await),
             };
-            let result: Result<Option<Arc<T>>> = match outcome {
-                Ok(Ok(Ok(v))) => Ok(v.map(Arc::new)),
+            let result: Result<Computed<Option<Arc<T>>>> = match outcome {
+                Ok(Ok(Ok(c))) => Ok(c.map(|v| v.map(Arc::new))),
                 Ok(Ok(Err(e))) => Err(loader_error(e)),
                 Ok(Err(_panic)) => Err(Error::loader("the loader panicked")),
                 Err(h) => Err(Error::timeout(format!(
@@ -90,11 +91,18 @@ impl Cache {
                 .state
                 .superseded
                 .load(std::sync::atomic::Ordering::Acquire);
+            // The loader's result may have chosen its lifetime, or not to be cached.
             let prepared = match &result {
-                Ok(v) if !superseded => cache
-                    .prepare(&key, v.as_ref(), &opts, Some(version))
-                    .ok()
-                    .flatten(),
+                Ok(c) if !superseded && c.is_cached() => {
+                    let opts = match c.ttl_override() {
+                        Some(ttl) => opts.ttl(ttl),
+                        None => opts,
+                    };
+                    cache
+                        .prepare(&key, c.value().as_ref(), &opts, Some(version))
+                        .ok()
+                        .flatten()
+                }
                 _ => None,
             };
             let local = cache.inner.process_tiers();
@@ -117,8 +125,8 @@ impl Cache {
                     .write_entry(&key, p.entry, p.tiers.without(local), p.decoded, how)
                     .await;
             }
-            h.complete(result.map(|v| Loaded {
-                value: v.map(|a| a as Arc<dyn Any + Send + Sync>),
+            h.complete(result.map(|c| Loaded {
+                value: c.into_value().map(|a| a as Arc<dyn Any + Send + Sync>),
                 source: Source::Computed,
             }));
             if let Some(p) = prepared {

@@ -18,12 +18,27 @@ use crate::cache::{Cache, WriteOptions};
 use crate::flight::{AnyValue, Loaded, Role};
 use crate::key_input::IntoKey;
 use crate::lookup::{Lookup, Source};
+use crate::options::Computed;
 use crate::read::L1Fast;
 use crate::stats::Op;
 use crate::telemetry::Outcome;
 use crate::value::{Value, downcast_value};
 use lock::LockWait;
 
+/// A load that must produce a value: `None` (impossible for these loaders) is an error.
+fn required<T>(l: Result<Lookup<Option<Arc<T>>>>) -> Result<Lookup<Arc<T>>> {
+    let l = l?;
+    match l.value {
+        Some(value) => Ok(Lookup {
+            value,
+            source: l.source,
+        }),
+        None => Err(Error::loader("the loader returned no value")),
+    }
+}
+
+/// The loader's error as the cause of a `Loader` error, so that
+/// [`Error::loader_error`] gives it back typed.
 pub(crate) fn loader_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
     let boxed: Box<dyn std::error::Error + Send + Sync> = e.into();
     Error::loader("the loader failed").with_shared_source(Arc::from(boxed))
@@ -69,27 +84,53 @@ impl Cache {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
-        let l = self
-            .compute(
-                key,
-                opts,
-                false,
-                move || async move { loader().await.map(Some) },
-            )
-            .await?;
-        match l.value {
-            Some(value) => Ok(Lookup {
-                value,
-                source: l.source,
-            }),
-            None => Err(Error::loader("the loader returned no value")),
-        }
+        let load = move || async move { loader().await.map(|v| Computed::new(Some(v))) };
+        required(self.compute(key, opts, false, load).await)
+    }
+
+    /// [`get_or_compute`](Cache::get_or_compute) whose loader decides, from its result, how
+    /// long the value lives or whether it is cached at all ([`Computed`]): an HTTP response's
+    /// `max-age`, an answer that must not be kept long, an error page not to keep.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> layercake::Result<()> {
+    /// use layercake::{Cache, Computed, MemoryBackend, Source};
+    /// use std::time::Duration;
+    /// let cache = Cache::builder("docs").tier(MemoryBackend::with_max_bytes(1 << 20)?).build()?;
+    /// let page = cache
+    ///     .get_or_compute_adaptive("page", || async {
+    ///         let (body, max_age) = ("<html>".to_string(), 30); // e.g. from Cache-Control
+    ///         Ok::<_, std::io::Error>(Computed::new(body).ttl(Duration::from_secs(max_age)))
+    ///     })
+    ///     .await?;
+    /// assert_eq!(page.source, Source::Computed);
+    /// let hit = cache.get_with_meta::<String>("page").await?.unwrap();
+    /// assert_eq!(hit.ttl(), Duration::from_secs(30));
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_compute_adaptive<T, F, Fut, E>(
+        &self,
+        key: impl IntoKey,
+        loader: F,
+    ) -> Result<Lookup<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<Computed<T>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        let load = move || async move { loader().await.map(|c| c.map(Some)) };
+        required(
+            self.compute(key, &WriteOptions::default(), false, load)
+                .await,
+        )
     }
 
     /// Like [`get_or_compute`](Cache::get_or_compute) for loaders that may find nothing:
     /// `None` results are cached as negative entries for the policy's negative TTL
     /// ([`PolicyExt::negative_ttl`](layercake_core::PolicyExt::negative_ttl)).
-    pub async fn get_or_compute_opt<T, F, Fut, E>(
+    pub async fn get_or_compute_optional<T, F, Fut, E>(
         &self,
         key: impl IntoKey,
         loader: F,
@@ -100,7 +141,8 @@ impl Cache {
         Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
-        self.compute(key, &WriteOptions::default(), true, loader)
+        let load = move || async move { loader().await.map(Computed::new) };
+        self.compute(key, &WriteOptions::default(), true, load)
             .await
     }
 
@@ -114,7 +156,7 @@ impl Cache {
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Computed<Option<T>>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
         let tel = &self.inner.telemetry;

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cache::{Cache, WriteOptions};
 use crate::flight::Role;
+use crate::options::Computed;
 use crate::telemetry::OpScope;
 
 impl Cache {
@@ -24,7 +25,7 @@ impl Cache {
     ) where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<Option<T>, E>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<Computed<Option<T>>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
         let d = self
