@@ -154,6 +154,7 @@ impl Cache {
     pub fn stats(&self) -> Stats {
         let rec = &self.inner.telemetry.stats;
         let ld = std::sync::atomic::Ordering::Relaxed;
+        let reasons = self.inner.insight.per_tier();
         Stats {
             tiers: self
                 .inner
@@ -190,6 +191,7 @@ impl Cache {
                             .record(t.position)
                             .map(|r| r.stats())
                             .unwrap_or_default(),
+                        misses_by_reason: reasons.get(t.position).copied().unwrap_or_default(),
                     }
                 })
                 .collect(),
@@ -221,6 +223,7 @@ impl Cache {
             }
         }
         crate::repair::task::round(&self.inner).await;
+        self.save_configured_hot_set();
         for t in self.inner.tasks.lock().drain(..) {
             t.abort();
         }

@@ -107,6 +107,9 @@ pub struct TierStats {
     pub write_behind_failures: u64,
     /// Auto-recovery of this tier: what writes and removals did not reach it.
     pub repairs: RepairStats,
+    /// The reads that did not hit here, by reason (failed and skipped reads included); all
+    /// zero when [`InsightConfig::miss_reasons`](crate::InsightConfig::miss_reasons) is off.
+    pub misses_by_reason: crate::MissReasons,
 }
 
 /// The repair record of one tier (auto-recovery; see the write contract on
