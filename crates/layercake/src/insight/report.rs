@@ -171,6 +171,16 @@ fn suggestions(insight: &Insight, tier: usize, misses: &MissReasons) -> Vec<Sugg
 }
 
 impl Cache {
+    /// The misses of each namespace, per tier and by reason (the first
+    /// [`NAMESPACES`](crate::NAMESPACES) namespaces seen have their own row; later ones share
+    /// the row `other`), with each namespace's reads estimated from the read sample.
+    pub fn misses_by_namespace(&self) -> Vec<super::NamespaceMisses> {
+        let insight = &self.inner.insight;
+        insight
+            .rows
+            .snapshot(u64::from(insight.config.sample_every))
+    }
+
     /// Per tier (and per namespace with a target), the hit ratio against its target, the
     /// misses by reason, and measured suggestions. See [`InsightConfig::target`](crate::InsightConfig::target).
     pub fn miss_report(&self) -> MissReport {
