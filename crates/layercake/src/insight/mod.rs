@@ -9,6 +9,8 @@
 pub(crate) mod config;
 pub(crate) mod ghost;
 pub(crate) mod hotset;
+#[cfg(feature = "otel")]
+pub(crate) mod otel;
 pub(crate) mod reasons;
 pub(crate) mod report;
 mod warm;

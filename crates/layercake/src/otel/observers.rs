@@ -359,5 +359,6 @@ pub(crate) fn observe(inner: &Arc<Stack>, setup: OtelSetup) {
     }
     #[cfg(not(feature = "memory"))]
     let _ = setup;
+    crate::insight::otel::observe_misses(inner, m, &mut keep);
     otel.observers.lock().extend(keep);
 }
