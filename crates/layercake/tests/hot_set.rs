@@ -99,6 +99,7 @@ async fn an_l1_too_small_gets_a_capacity_suggestion() {
         }
     }
     let report = c.miss_report();
+    println!("{report}");
     let l1 = &report.rows[0];
     assert!(l1.missed_target(), "{report}");
     assert!(
@@ -139,6 +140,7 @@ async fn a_ttl_too_short_gets_a_longer_ttl_suggestion() {
         clock.advance(Duration::from_secs(15));
     }
     let report = c.miss_report();
+    println!("{report}");
     let l1 = &report.rows[0];
     assert_eq!(l1.misses.get(MissReason::Expired), 150, "{report}");
     assert_eq!(l1.misses.get(MissReason::NeverSeen), 50, "{report}");

@@ -41,10 +41,10 @@ impl fmt::Display for Suggestion {
         match self {
             Suggestion::MoreCapacity { share, keys, bytes } => write!(
                 f,
-                "{:.0} % of misses were evictions: ~{:.1} MiB more would have kept them \
+                "{:.0} % of misses were evictions: ~{} more would have kept them \
                  ({keys} keys read again after their eviction)",
                 share * 100.0,
-                *bytes as f64 / (1024.0 * 1024.0)
+                fmt_bytes(*bytes)
             ),
             Suggestion::LongerTtl { share, within } => write!(
                 f,
@@ -53,6 +53,15 @@ impl fmt::Display for Suggestion {
                 share * 100.0
             ),
         }
+    }
+}
+
+/// Bytes in MiB, or KiB below one MiB.
+fn fmt_bytes(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
     }
 }
 
