@@ -1,4 +1,5 @@
 //! Hot-set restarts and the miss report on scripted workloads whose answer is known.
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Miss reasons, produced on purpose and counted exactly, per tier: never seen, evicted
 //! (removed from the tier behind the cache's back), expired, invalidated (delete, prefix, tag,
 //! clear), corrupt, tier error, skipped by the breaker, repair pending; per namespace; off.
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a test failure")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -99,7 +99,7 @@ impl MissReasons {
             .map(|&r| (r, self.get(r)))
             .filter(|&(_, n)| n > 0)
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
         v.into_iter()
     }
 
@@ -169,11 +169,14 @@ impl Row {
     }
 }
 
+/// A namespace's name and its row.
+type Named = (Box<str>, Row);
+
 /// The per-namespace rows: lock-free lookup by name, a mutex only to claim a new row.
 #[derive(Debug)]
 pub(crate) struct Rows {
     tiers: usize,
-    named: Box<[OnceLock<(Box<str>, Row)>]>,
+    named: Box<[OnceLock<Named>]>,
     claim: parking_lot::Mutex<()>,
     other: Row,
 }
