@@ -172,7 +172,12 @@ impl Removals {
     }
 
     /// Whether the key, written at `written` (or never remembered: `None`), was removed since.
+    #[inline]
     pub(crate) fn removed_since(&self, key: &Key, hash: u64, written: Option<u64>) -> bool {
+        // Nothing removed since the write (or ever): no table to look into.
+        if self.generation() <= written.unwrap_or(0) {
+            return false;
+        }
         let since = written.unwrap_or(0);
         let s = &self.keys[(hash as usize) & self.mask];
         if s[0].load(Ordering::Acquire) == hash && s[1].load(RELAXED) > since {

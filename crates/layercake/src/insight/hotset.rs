@@ -21,37 +21,61 @@ const SHARDS: usize = 16;
 /// The first line of a hot-set file.
 pub(crate) const HEADER: &str = "layercake-hot-set 1";
 
+/// Hashes the ghost hash of a key (already well mixed) as itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Identity(u64);
+
+impl std::hash::Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Per key hash: the key and its count.
+type Counts = HashMap<u64, (Key, u32), std::hash::BuildHasherDefault<Identity>>;
+
 /// The frequency estimate.
 #[derive(Debug)]
 pub(crate) struct HotSet {
-    shards: Vec<Mutex<HashMap<Key, u32>>>,
+    shards: Vec<Mutex<Counts>>,
     per_shard: usize,
 }
 
 impl HotSet {
     pub(crate) fn new(capacity: usize) -> HotSet {
         HotSet {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Counts::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
         }
     }
 
     /// Count one sampled read of `key`.
     pub(crate) fn record(&self, key: &Key) {
-        let shard = &self.shards[(key_hash(key) >> 60) as usize % SHARDS];
+        let h = key_hash(key);
+        let shard = &self.shards[(h >> 60) as usize % SHARDS];
         let mut m = shard.lock();
-        if let Some(n) = m.get_mut(key) {
+        if let Some((k, n)) = m.get_mut(&h)
+            && k == key
+        {
             *n = n.saturating_add(1);
             return;
         }
         if m.len() >= self.per_shard {
-            m.retain(|_, n| {
+            m.retain(|_, (_, n)| {
                 *n /= 2;
                 *n > 0
             });
         }
         if m.len() < self.per_shard {
-            m.insert(key.clone(), 1);
+            m.insert(h, (key.clone(), 1));
         }
     }
 
@@ -63,7 +87,7 @@ impl HotSet {
             .iter()
             .flat_map(|s| {
                 s.lock()
-                    .iter()
+                    .values()
                     .map(|(k, n)| (k.clone(), *n))
                     .collect::<Vec<_>>()
             })
