@@ -56,6 +56,8 @@ async fn cost(results: &mut Results, plan: Plan) -> Result<()> {
     let two = [Arc::new(memory(64 << 20)?) as Arc<dyn Backend>, l2.clone()];
     let miss_off = over(&two, "bench-insight-l2", false, InsightConfig::off())?;
     let miss_on = over(&two, "bench-insight-l2", false, InsightConfig::new())?;
+    let small = InsightConfig::new().ghost_slots(4096);
+    let miss_small = over(&two, "bench-insight-l2", false, small)?;
     let keys: Vec<String> = (0..N).map(|i| format!("insight:{i:06}")).collect();
     for (i, k) in keys.iter().enumerate() {
         hit_off.set(k.as_str(), Doc::sized(i as u64, 1024)).await?;
@@ -92,6 +94,10 @@ async fn cost(results: &mut Results, plan: Plan) -> Result<()> {
         vec![
             side("L2 hit (memory L2), insight off", miss_off),
             side("L2 hit (memory L2), insight on", miss_on),
+            side(
+                "L2 hit (memory L2), insight on, 4 096 ghost slots",
+                miss_small,
+            ),
         ],
     )
     .await?;
@@ -99,6 +105,12 @@ async fn cost(results: &mut Results, plan: Plan) -> Result<()> {
         Comparison::new(group, "insight.l2_hit", &m[0], &m[1])
             .target(TARGET, "miss-reason accounting ≤ 1.05× off (L2 hit)"),
     );
+    results.comparisons.push(Comparison::new(
+        group,
+        "insight.l2_hit_small_ghost",
+        &m[0],
+        &m[2],
+    ));
     Ok(())
 }
 
