@@ -57,7 +57,7 @@ impl Cache {
     }
 
     /// Fill the upper tiers (L1 first) with the keys of a hot-set file that they lack, from
-    /// the lower tiers' bulk reads (`get_many`, [`CHUNK`] keys a call). Only fresh copies are
+    /// the lower tiers' bulk reads (`get_many`, 512 keys a call). Only fresh copies are
     /// filled, with their remaining lifetime (never extended), as a promotion would: nothing
     /// expired is ever served from the warm-up. Keys are filled coldest first, so that an L1
     /// too small for the whole set keeps the hottest.

@@ -51,8 +51,18 @@ async fn cost(results: &mut Results, plan: Plan) -> Result<()> {
     const N: usize = 10_000;
     let l1: Arc<dyn Backend> = Arc::new(memory(64 << 20)?);
     let l2: Arc<dyn Backend> = Arc::new(memory(64 << 20)?);
-    let hit_off = over(std::slice::from_ref(&l1), "bench-insight", true, InsightConfig::off())?;
-    let hit_on = over(std::slice::from_ref(&l1), "bench-insight", true, InsightConfig::new())?;
+    let hit_off = over(
+        std::slice::from_ref(&l1),
+        "bench-insight",
+        true,
+        InsightConfig::off(),
+    )?;
+    let hit_on = over(
+        std::slice::from_ref(&l1),
+        "bench-insight",
+        true,
+        InsightConfig::new(),
+    )?;
     let two = [Arc::new(memory(64 << 20)?) as Arc<dyn Backend>, l2.clone()];
     let miss_off = over(&two, "bench-insight-l2", false, InsightConfig::off())?;
     let miss_on = over(&two, "bench-insight-l2", false, InsightConfig::new())?;
