@@ -12,6 +12,7 @@ use layercake_core::{Entry, Key, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::MissReason;
 use crate::cache::{Cache, WriteOptions};
 use crate::coherence::epochs::Snapshot;
 use crate::key_input::IntoKey;
@@ -78,6 +79,7 @@ impl Cache {
     {
         let inner = &*self.inner;
         let tel = &inner.telemetry;
+        keys.iter().for_each(|k| inner.insight.read(k));
         let snaps: Vec<Snapshot> = keys.iter().map(|k| inner.epochs.snapshot(k)).collect();
         let now = inner.clock.now();
         let mut out: Vec<Option<Lookup<Arc<T>>>> = (0..keys.len()).map(|_| None).collect();
@@ -99,8 +101,11 @@ impl Cache {
                 Some(r) if !r.is_empty() => pending.iter().partition(|&&i| !r.skips_key(&keys[i])),
                 _ => (pending.clone(), Vec::new()),
             };
-            for _ in &noted {
+            for &i in &noted {
                 tel.miss(scope, tier.position);
+                inner
+                    .insight
+                    .missed_entry(tier.position, &keys[i], None, true, now);
             }
             if asked.is_empty() {
                 continue;
@@ -110,17 +115,26 @@ impl Cache {
                 Ok(g) if g.len() == batch.len() => g,
                 Ok(_) => continue,
                 Err(e) => {
+                    asked
+                        .iter()
+                        .for_each(|&i| inner.insight.failed(tier.position, &keys[i], &e));
                     tel.read_failed(scope, tier.position, &e);
                     continue;
                 }
             };
             let mut still = noted;
             for (&i, entry) in asked.iter().zip(got) {
-                let entry = entry.filter(|e| {
-                    !inner.repairs.skips_entry(tier.position, &keys[i], &e.tags) && e.is_fresh(now)
-                });
+                let repair =
+                    |e: &Entry| inner.repairs.skips_entry(tier.position, &keys[i], &e.tags);
+                let held = entry.as_ref().is_some_and(repair);
+                let (entry, past) = match entry {
+                    Some(e) if !held && e.is_fresh(now) => (Some(e), None),
+                    e => (None, e),
+                };
                 let Some(entry) = entry else {
                     tel.miss(scope, tier.position);
+                    let (p, t) = (past.as_ref(), tier.position);
+                    inner.insight.missed_entry(t, &keys[i], p, held, now);
                     still.push(i);
                     continue;
                 };
@@ -148,6 +162,9 @@ impl Cache {
                     _ => {
                         tel.corrupt(tier.position);
                         tel.miss(scope, tier.position);
+                        inner
+                            .insight
+                            .missed_as(tier.position, &keys[i], MissReason::Corrupt);
                         let _ = tier.call(tel, true, tier.backend.delete(&keys[i])).await;
                         still.push(i);
                     }
@@ -204,6 +221,9 @@ impl Cache {
                         .await
                         .map(|()| n)
                 };
+                if matches!(stored, Ok(n) if n > 0) {
+                    inner.insight.stored_many(pos, &items);
+                }
                 for _ in 0..stored.unwrap_or(0) {
                     tel.promoted(pos);
                 }

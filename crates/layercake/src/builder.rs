@@ -75,6 +75,7 @@ pub struct CacheBuilder {
     disconnected_cap: Duration,
     tombstone_ttl: Duration,
     background_fills: bool,
+    insight: crate::InsightConfig,
     #[cfg(feature = "otel")]
     otel: crate::otel::OtelSetup,
 }
@@ -114,6 +115,7 @@ impl CacheBuilder {
             disconnected_cap: DEFAULT_DISCONNECTED_L1_CAP,
             tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
             background_fills: false,
+            insight: crate::InsightConfig::new(),
             #[cfg(feature = "otel")]
             otel: crate::otel::OtelSetup::default(),
         }
@@ -270,6 +272,14 @@ impl CacheBuilder {
         self
     }
 
+    /// What the cache records to explain its misses and warm a restart (default
+    /// [`InsightConfig::new`](crate::InsightConfig::new): miss reasons and the hot-set sample
+    /// on); [`InsightConfig::off`](crate::InsightConfig::off) records nothing.
+    pub fn insight(mut self, config: crate::InsightConfig) -> Self {
+        self.insight = config;
+        self
+    }
+
     /// OpenTelemetry meter, tracer and choices for this cache (feature `otel`). Without this
     /// call the global providers are used, as installed when `build` runs; pass
     /// [`OtelConfig::disabled`](crate::OtelConfig::disabled) to turn instrumentation off.
@@ -322,7 +332,8 @@ impl CacheBuilder {
                 "a backplane or write-behind tier needs a Tokio runtime: call build() inside one",
             ));
         }
-        let repairs = Arc::new(Repairs::new(self.tiers.len(), self.repairs, self.strict));
+        let n_tiers = self.tiers.len();
+        let repairs = Arc::new(Repairs::new(n_tiers, self.repairs, self.strict));
         let mut tiers = Vec::with_capacity(self.tiers.len());
         let mut names = HashSet::new();
         for (i, (backend, opts)) in self.tiers.into_iter().enumerate() {
@@ -389,8 +400,10 @@ impl CacheBuilder {
             lock: self.lock,
             tasks: Mutex::new(Vec::new()),
             repairs,
+            insight: crate::insight::Insight::new(self.insight, n_tiers),
         });
         inner.repairs.bind(Arc::downgrade(&inner));
+        crate::insight::start_saver(&inner, keys.clone());
         #[cfg(feature = "otel")]
         crate::otel::observe(&inner, otel);
         if let Some(bp) = self.backplane {

@@ -205,6 +205,7 @@ impl Cache {
             }
         }
         crate::repair::task::round(&self.inner).await;
+        self.save_configured_hot_set();
         for t in self.inner.tasks.lock().drain(..) {
             t.abort();
         }

@@ -63,6 +63,9 @@ struct CoherentInstances;
 #[doc = include_str!("../../../docs/guides/production.md")]
 struct Production;
 
+#[doc = include_str!("../../../docs/guides/tune-hit-ratios.md")]
+struct TuneHitRatios;
+
 #[doc = include_str!("../../../docs/guides/add-a-backend.md")]
 struct AddABackend;
 

@@ -31,6 +31,7 @@ impl Cache {
         let tel = &self.inner.telemetry;
         let epochs = &self.inner.epochs;
         let tomb = Tombstone::new(version, self.inner.tombstone_ttl);
+        self.inner.insight.removed(what);
         if let Removal::Select(_) = what {
             epochs.change_all();
         }
@@ -185,6 +186,7 @@ impl Cache {
             .collect();
         self.inner.flights.supersede(None);
         self.inner.epochs.change_all();
+        self.inner.insight.removed_selector(None);
         let results = join_all(self.inner.tiers.iter().map(|t| async move {
             if let Some(wb) = &t.write_behind
                 && let Some(r) = wb.send_and_wait(crate::write_behind::Job::Clear).await

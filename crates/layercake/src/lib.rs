@@ -41,6 +41,7 @@ mod counters;
 #[cfg(doctest)]
 mod doctests;
 mod flight;
+mod insight;
 mod invalidate;
 mod key_input;
 mod load;
@@ -66,6 +67,11 @@ mod write_behind;
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::{CacheBuilder, DEFAULT_HARD_TIMEOUT};
 pub use cache::{Cache, Warm, WriteOptions};
+pub use insight::report::Suggestion;
+pub use insight::{
+    HitTarget, HotSetFile, HotSetWarm, InsightConfig, MissReason, MissReasons, MissReport,
+    NAMESPACES, NamespaceMisses, TargetReport,
+};
 pub use key_input::{IntoKey, Request};
 pub use lock::LockOptions;
 pub use lookup::{Hit, Lookup, Source};

@@ -99,6 +99,7 @@ impl Cache {
                 return Err(e);
             }
         };
+        self.inner.insight.read(&key);
         let now = self.inner.clock.now();
         let first = match self.l1_fast::<T>(&key, now) {
             L1Fast::Hit(entry, value) => {
@@ -113,6 +114,7 @@ impl Cache {
             }
             L1Fast::Absent => {
                 tel.miss(&scope, 0);
+                self.inner.insight.missed(0, &key, now);
                 1
             }
             L1Fast::Other => 0,
@@ -248,6 +250,7 @@ impl Cache {
             // until the repair removed the older copy.
             if inner.repairs.skips_key(i, key) {
                 tel.miss(scope, i);
+                inner.insight.missed_entry(i, key, None, true, now);
                 scope.event("repair_pending", i);
                 failed.push(i);
                 continue;
@@ -256,9 +259,11 @@ impl Cache {
                 Ok(Some(e)) => e,
                 Ok(None) => {
                     tel.miss(scope, i);
+                    inner.insight.missed(i, key, now);
                     continue;
                 }
                 Err(e) => {
+                    inner.insight.failed(i, key, &e);
                     tel.read_failed(scope, i, &e);
                     failed.push(i);
                     continue;
@@ -266,10 +271,12 @@ impl Cache {
             };
             if !entry.is_retained(now) {
                 tel.miss(scope, i);
+                inner.insight.missed_entry(i, key, Some(&entry), false, now);
                 continue;
             }
             if inner.repairs.skips_entry(i, key, &entry.tags) {
                 tel.miss(scope, i);
+                inner.insight.missed_entry(i, key, None, true, now);
                 scope.event("repair_pending", i);
                 failed.push(i);
                 continue;
@@ -290,6 +297,7 @@ impl Cache {
                         };
                     }
                     tel.miss(scope, i);
+                    inner.insight.missed_entry(i, key, Some(&entry), false, now);
                     if stale.is_none() {
                         stale = Some(Found {
                             tier: i,
@@ -302,6 +310,7 @@ impl Cache {
                     // An undecodable copy is a miss that heals itself.
                     tel.corrupt(i);
                     tel.miss(scope, i);
+                    inner.insight.missed_as(i, key, crate::MissReason::Corrupt);
                     scope.event("corrupt", i);
                     let _ = tier.call(tel, true, tier.backend.delete(key)).await;
                 }

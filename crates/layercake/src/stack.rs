@@ -43,6 +43,8 @@ pub(crate) struct Stack {
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Auto-recovery: per tier, what a write or removal did not reach.
     pub(crate) repairs: Arc<Repairs>,
+    /// Miss reasons, the read sample and the hot set.
+    pub(crate) insight: crate::insight::Insight,
 }
 
 impl std::fmt::Debug for Stack {

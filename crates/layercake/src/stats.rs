@@ -111,6 +111,9 @@ pub struct TierStats {
     pub write_behind_failures: u64,
     /// Auto-recovery of this tier: what writes and removals did not reach it.
     pub repairs: RepairStats,
+    /// The reads that did not hit here, by reason (failed and skipped reads included); all
+    /// zero when [`InsightConfig::miss_reasons`](crate::InsightConfig::miss_reasons) is off.
+    pub misses_by_reason: crate::MissReasons,
 }
 
 /// The repair record of one tier (auto-recovery; see the write contract on
@@ -338,6 +341,7 @@ pub(crate) fn snapshot(inner: &Stack) -> Stats {
     let tel = &inner.telemetry;
     let c = &tel.counters;
     let ld = Ordering::Relaxed;
+    let reasons = inner.insight.per_tier();
     Stats {
         tiers: inner
             .tiers
@@ -368,6 +372,7 @@ pub(crate) fn snapshot(inner: &Stack) -> Stats {
                         .record(t.position)
                         .map(|r| r.stats())
                         .unwrap_or_default(),
+                    misses_by_reason: reasons.get(t.position).copied().unwrap_or_default(),
                 }
             })
             .collect(),

@@ -86,7 +86,7 @@ impl Cache {
     ///
     /// An in-process memory tier is written synchronously under the key's epoch lock: a
     /// [`How::Set`] bumps the epoch, a [`How::Fill`] writes only if the epoch did not move.
-    pub(crate) async fn write_to(
+    pub(crate) async fn write_to_tier(
         &self,
         tier: &Tier,
         key: &Key,

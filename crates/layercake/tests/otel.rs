@@ -754,6 +754,19 @@ async fn disabled_config_reports_nothing_and_failures_are_counted_by_kind() {
     );
     assert_eq!(
         m.of(
+            "layercake.tier.misses",
+            "faulty",
+            &["layercake.tier", "layercake.reason"]
+        ),
+        expect(&[
+            ("l1/never_seen", 4.0),
+            ("flaky/corrupt", 1.0),
+            ("flaky/error", 2.0),
+            ("flaky/skipped", 1.0)
+        ])
+    );
+    assert_eq!(
+        m.of(
             "layercake.breaker.transitions",
             "faulty",
             &["layercake.tier", "layercake.breaker.state"]

@@ -85,6 +85,7 @@ async fn undo_recent_fills(inner: &Stack, fills: Vec<(Key, u64)>) {
 }
 
 async fn drop_local_key(inner: &Stack, key: &Key) {
+    inner.insight.removed_key(key);
     // Hold the key's fill lock through the undo and the epoch change: a fill still being
     // written finishes first (and is undone), a later one sees the new epoch (and undoes
     // itself).
@@ -112,6 +113,7 @@ async fn drop_local_key(inner: &Stack, key: &Key) {
 }
 
 async fn drop_local(inner: &Stack, selector: Option<&Selector>) {
+    inner.insight.removed_selector(selector);
     inner.epochs.change_all();
     let fills = inner.recent_fills.take_matching(|k| match selector {
         Some(Selector::Prefix(p)) => k.starts_with(p),

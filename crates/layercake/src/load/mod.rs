@@ -168,6 +168,7 @@ impl Cache {
                 return Err(e);
             }
         };
+        self.inner.insight.read(&key);
         let now = self.inner.clock.now();
         let n = self.inner.tiers.len();
         let local = self.inner.local_tiers();
@@ -186,6 +187,7 @@ impl Cache {
             }
             L1Fast::Absent => {
                 tel.miss(&scope, 0);
+                self.inner.insight.missed(0, &key, now);
                 1
             }
             L1Fast::Hit(..) | L1Fast::Other => 0,

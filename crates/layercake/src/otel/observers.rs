@@ -304,5 +304,6 @@ pub(crate) fn observe(inner: &Arc<Stack>, setup: OtelSetup) {
     }
     #[cfg(not(feature = "memory"))]
     let _ = setup;
+    crate::insight::otel::observe_misses(inner, r.meter, &mut r.keep);
     otel.observers.lock().extend(r.keep);
 }

@@ -6,7 +6,8 @@
 //! time; the report says which targets are met and by how much the others are missed.
 //!
 //! Sections (all by default, or a comma-separated subset with `--only`): `l1`, `remote` (L2
-//! and L3), `file` (L4), `set`, `codec`, `otel`, `workloads`, `stampede`, `handwritten`
+//! and L3), `file` (L4), `set`, `codec`, `otel`, `insight` (miss-reason
+//! accounting on vs off, the hot-set restart), `workloads`, `stampede`, `handwritten`
 //! (layercake beside the moka + redis-rs glue it replaces), `memory` (resident memory of the
 //! L1 against its bound).
 
@@ -16,6 +17,7 @@ mod data;
 mod env;
 mod handwritten;
 mod harness;
+mod insight;
 mod l1;
 mod local;
 mod machine;
@@ -53,7 +55,7 @@ struct Args {
     /// Directory of the report, chart and ratios.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// Only these sections (comma-separated): l1, remote, file, set, codec, otel, workloads,
+    /// Only these sections (comma-separated): l1, remote, file, set, codec, otel, insight, workloads,
     /// stampede, handwritten, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -300,6 +302,7 @@ async fn run_all(
     }
     section!("l1", l1::run(&mut results, plans.l1, quick));
     section!("otel", otel::run(&mut results, plans.l1));
+    section!("insight", insight::run(&env, &mut results, plans.l1, quick));
     section!(
         "remote",
         remote::run(&env, &mut results, plans.remote, plans.inflight)

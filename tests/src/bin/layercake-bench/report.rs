@@ -341,6 +341,14 @@ pub(crate) fn render(run: &Run<'_>, results: &Results) -> String {
         memory_section(&mut s, results);
     }
 
+    if !results.insight.is_empty() {
+        let _ = writeln!(s, "## Hot-set restart\n");
+        for n in &results.insight {
+            let _ = writeln!(s, "- {n}");
+        }
+        let _ = writeln!(s);
+    }
+
     if !results.notes.is_empty() {
         let _ = writeln!(s, "## Notes\n");
         for n in &results.notes {

@@ -222,6 +222,8 @@ pub(crate) struct Results {
     pub(crate) glue: Vec<GlueRow>,
     /// Resident memory of the L1.
     pub(crate) memory: Vec<MemoryRow>,
+    /// Hot-set restart figures (one line each).
+    pub(crate) insight: Vec<String>,
     /// Notes gathered while running (what a section could not measure, and why).
     pub(crate) notes: Vec<String>,
 }
