@@ -63,7 +63,7 @@ enum Command {
     Fuzz(fuzz::Args),
     /// Package every publishable crate, run cargo-deny, and build the documented programs
     /// in a crate outside the repository that pins older serde and tokio.
-    ReleaseCheck,
+    ReleaseCheck(release::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,7 +86,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Test(args) => test::run(&sh, &args),
         Command::Bench(args) => bench::run(&sh, &args),
         Command::Fuzz(args) => fuzz::run(&sh, &args),
-        Command::ReleaseCheck => release::run(&sh),
+        Command::ReleaseCheck(args) => release::run(&sh, &args),
     }
 }
 

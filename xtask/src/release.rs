@@ -13,6 +13,9 @@
 //!   every guide program (each Rust block of the READMEs and docs/ that has a `fn main` and is
 //!   not `ignore`) as one binary each. `cargo check`, not a build: resolution and types are what
 //!   an older lock file can break, and codegen would triple the time.
+//!   `cargo xtask release-check --runs N` builds the programs instead and runs each one N
+//!   times against the services (found or started as for `cargo xtask test`), as a user who
+//!   copied it would: it reports each program's passes and fails if any run failed.
 
 use std::path::Path;
 
@@ -26,11 +29,20 @@ pub(crate) const OLD_SERDE: &str = "=1.0.200";
 /// The `tokio` a user's crate may have locked (the libraries ask for `1.40`).
 pub(crate) const OLD_TOKIO: &str = "=1.43.0";
 
+/// Options of `cargo xtask release-check`.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct Args {
+    /// Build the documented programs in the outside crate and run each this many times
+    /// against the services (default: type-check them only).
+    #[arg(long)]
+    runs: Option<usize>,
+}
+
 /// Runs the three checks; the first failure stops.
-pub(crate) fn run(sh: &Shell) -> Result<()> {
+pub(crate) fn run(sh: &Shell, args: &Args) -> Result<()> {
     package(sh)?;
     deny(sh)?;
-    outside_crate(sh)
+    outside_crate(sh, args.runs)
 }
 
 /// The members of the workspace (their directories), from the root manifest.
@@ -153,7 +165,7 @@ fn workspace_dependency(root: &Path, manifest: &str, name: &str) -> Option<Strin
 }
 
 /// The crate outside the repository: older `serde` / `tokio`, every documented program.
-fn outside_crate(sh: &Shell) -> Result<()> {
+fn outside_crate(sh: &Shell, runs: Option<usize>) -> Result<()> {
     let root = project_root();
     let dir = std::env::temp_dir().join(format!("layercake-outside-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -223,12 +235,19 @@ fn outside_crate(sh: &Shell) -> Result<()> {
     ));
     let target = target_dir().join("outside-check");
     let manifest_path = dir.join("Cargo.toml");
-    let result = cmd!(
+    let verb = if runs.is_some() { "build" } else { "check" };
+    let mut result = cmd!(
         sh,
-        "cargo check --quiet --bins --manifest-path {manifest_path}"
+        "cargo {verb} --quiet --bins --manifest-path {manifest_path}"
     )
     .env("CARGO_TARGET_DIR", &target)
-    .run();
+    .run()
+    .map_err(|e| -> crate::Error {
+        format!("the outside crate does not build against older serde/tokio: {e}").into()
+    });
+    if let (Ok(()), Some(n)) = (&result, runs) {
+        result = run_programs(sh, &dir, &target.join("debug"), n);
+    }
     let resolved = cmd!(
         sh,
         "cargo tree --quiet --manifest-path {manifest_path} --depth 1 -i serde -e normal"
@@ -238,14 +257,58 @@ fn outside_crate(sh: &Shell) -> Result<()> {
     .read()
     .unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
-    result.map_err(|e| {
-        format!("the outside crate does not build against older serde/tokio: {e}\n{manifest}")
-    })?;
+    result.map_err(|e| format!("{e}\n{manifest}"))?;
     println!(
         "{count} programs build with {}",
         resolved.lines().next().unwrap_or("serde (version unknown)")
     );
     Ok(())
+}
+
+/// Runs every program of the outside crate `runs` times against the services, one at a time,
+/// from the crate's directory; prints each program's passes and fails if any run failed.
+fn run_programs(sh: &Shell, dir: &Path, bins: &Path, runs: usize) -> Result<()> {
+    let endpoints = crate::services::ensure(sh)?;
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("src/bin"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".rs").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    banner(&format!(
+        "running {} programs {runs} times each",
+        names.len()
+    ));
+    let mut failed = Vec::new();
+    for name in &names {
+        let mut passed = 0;
+        let mut last_error = String::new();
+        for _ in 0..runs {
+            let out = std::process::Command::new(bins.join(name))
+                .current_dir(dir)
+                .env("REDIS_URL", &endpoints.redis_url)
+                .env("DATABASE_URL", &endpoints.database_url)
+                .output()?;
+            if out.status.success() {
+                passed += 1;
+            } else {
+                last_error = String::from_utf8_lossy(&out.stderr).into_owned();
+            }
+        }
+        println!("{passed:>3}/{runs}  {name}");
+        if passed < runs {
+            failed.push(format!(
+                "{name}: {passed}/{runs}; last failure:\n{last_error}"
+            ));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("documented programs failed:\n{}", failed.join("\n")).into())
+    }
 }
 
 /// Every feature of the `layercake` crate, quoted for a manifest.

@@ -206,7 +206,7 @@ pub(crate) fn run(sh: &Shell, args: &Args) -> Result<()> {
         name: "release",
     };
     step.start("cargo package, cargo deny, outside-crate check (cargo xtask release-check)");
-    crate::release::run(sh).map_err(|e| step.fail(e))?;
+    crate::release::run(sh, &crate::release::Args::default()).map_err(|e| step.fail(e))?;
 
     banner("cargo xtask test: all steps passed");
     Ok(())

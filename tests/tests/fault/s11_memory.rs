@@ -23,12 +23,14 @@ const MARGIN: f64 = 4.0;
 /// the bound has been written (≈ 200 000 entries); RSS is sampled after every tenth:
 ///
 /// - the tier's weighed bytes never exceed its capacity;
-/// - resident growth over the start stays within 3× the bound (the stated margin) and
-///   settles: over the last samples RSS rises by less than a quarter of the bound (the
-///   allocator's arenas make RSS jitter by a few MiB in a multi-threaded process even when
-///   nothing grows: a CI run saw 37.2, 39.6, 38.6 MiB after 40 flat samples; growth would
-///   exceed this). A fall is not growth: a later CI run saw 45.4, 45.4, 40.7 MiB when the
-///   allocator returned memory, and the first version of this check failed on it.
+/// - resident growth over the start stays within the stated margin of the bound and settles:
+///   the lowest of the last three samples is less than half the bound above the highest
+///   sample of the first half of the run. A leak only rises, so its floor rises with it (one
+///   of 80 bytes per entry adds 8 MiB over the second half); the allocator's arenas make RSS
+///   jump by several MiB and fall back in a multi-threaded process even when nothing grows
+///   (CI runs saw 37.2, 39.6, 38.6 MiB after 40 flat samples; 45.4, 45.4, 40.7 MiB when the
+///   allocator returned memory; 20.9, 26.4, 30.5 MiB in a full test run on a loaded 2-core
+///   machine, which failed the earlier check on the spread of the last samples).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_11_memory_settles_within_a_margin_of_the_l1_bound() {
     let l1 = Arc::new(MemoryBackend::with_max_bytes(BOUND).unwrap());
@@ -64,13 +66,15 @@ async fn scenario_11_memory_settles_within_a_margin_of_the_l1_bound() {
     }
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let last = &samples[samples.len() - 3..];
-    // How far RSS rose above the first of the last samples (a fall is not growth).
-    let spread = last.iter().max().unwrap() - last[0];
+    let first_half_peak = *samples[..samples.len() / 2].iter().max().unwrap();
+    // How far the floor of the last samples rose above the first half's peak (a jump that
+    // falls back is not growth).
+    let spread = last.iter().min().unwrap().saturating_sub(first_half_peak);
     let growth = *samples.last().unwrap();
     println!(
         "scenario 11: bound={:.0}MiB written={:.0}MiB ({}x) entries_now={} weighed={:.1}MiB \
          (max {:.1}MiB, capacity {:.1}MiB) rss_growth_samples_mib={:?} final_growth={:.1}MiB \
-         ({:.2}x bound, margin {MARGIN}x) last_spread={:.1}MiB",
+         ({:.2}x bound, margin {MARGIN}x) last_floor_over_first_half_peak={:.1}MiB",
         mib(BOUND),
         mib(total * per_entry),
         total * per_entry / BOUND,
@@ -97,9 +101,8 @@ async fn scenario_11_memory_settles_within_a_margin_of_the_l1_bound() {
         mib(BOUND)
     );
     assert!(
-        // Half the bound: allocator arenas move a few MiB between samples on a loaded 2-core
-        // machine (4.8 MiB seen with other builds running); growth without bound moves far more.
         (spread as f64) < BOUND as f64 * 0.5,
-        "RSS still rising: last samples {last:?}"
+        "RSS still rising: the last samples {last:?} are all more than half the bound above \
+         the first half's peak {first_half_peak}"
     );
 }
