@@ -1,11 +1,12 @@
-//! The fault suite (issue 9): scenarios 1–17, each bounded in time and count, each printing
+//! The fault suite (issue 9): scenarios 1–18, each bounded in time and count, each printing
 //! its measured figures as `scenario N: name=value …` lines (run with `--no-capture` to see
 //! them; `docs/reliability.md` keeps the figures of the last run).
 //!
 //! Scenarios 12–17 check the write contract (issues 15 and 16): what `Ok` from `set`, `delete`
 //! and `invalidate_tag` promises once a faulted tier is back (12–16, helpers in `contract`),
-//! and read-your-writes of two instances with no fault (17); run them alone with
-//! `cargo nextest run -p layercake-tests --test fault -E 'test(/scenario_1[2-7]/)' --no-capture`.
+//! and read-your-writes of two instances with no fault (17); scenario 18 builds a cache while its
+//! servers are down and measures how soon it uses each once it is up; run them alone with
+//! `cargo nextest run -p layercake-tests --test fault -E 'test(/scenario_1[2-8]/)' --no-capture`.
 //! Scenario 16 mounts a tmpfs of its own, so it needs root (or `CAP_SYS_ADMIN`).
 //!
 //! Scenarios that kill, freeze or restart a server start their own throwaway `redis-server` or
@@ -41,4 +42,5 @@ mod fault {
     mod s15_postgres_restart;
     mod s16_file_tier_full;
     mod s17_read_your_writes;
+    mod s18_start_down;
 }

@@ -5,8 +5,10 @@
 //!   ones are left out). Cargo packages the members in dependency order and resolves the
 //!   unpublished siblings from the packages it just made, so this works before anything is on
 //!   crates.io. `--no-verify`: the outside-crate check below compiles the same sources.
-//! - **deny**: `cargo deny check licenses bans sources` when cargo-deny is installed (else it
-//!   says how to install it and skips).
+//! - **deny**: `cargo deny check licenses bans sources` (licenses, banned crates and sources
+//!   against `deny.toml`). Without cargo-deny installed, a local run says how to install it and
+//!   goes on; under CI (`CI=true`) it fails, so CI never passes without the check (`.ci/run`
+//!   installs it first).
 //! - **outside crate**: a crate in a temporary directory outside the repository depends on
 //!   `layercake` (every feature) and `layercake-testkit` by path, pins older semver-compatible
 //!   `serde` and `tokio` ([`OLD_SERDE`], [`OLD_TOKIO`]), and type-checks the README example and
@@ -103,6 +105,13 @@ fn deny(sh: &Shell) -> Result<()> {
         .ignore_stderr()
         .run()
         .is_ok();
+    if !installed && std::env::var("CI").is_ok_and(|v| v == "true") {
+        return Err(
+            "cargo-deny is not installed, and CI must check licenses, bans and sources: \
+                    install it with `cargo install cargo-deny --locked` (`.ci/run` does)"
+                .into(),
+        );
+    }
     if !installed {
         banner("deny: skipped, cargo-deny is not installed");
         println!(

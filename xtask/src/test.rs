@@ -3,8 +3,9 @@
 //! Steps, in order, stopping at the first that fails:
 //! fmt, clippy (warnings denied), services, tests (nextest, else cargo test), doc tests (every
 //! Rust program of the README and docs/ runs against the services, plus a throwaway Redis
-//! Cluster when `redis-server` is installed), docs (rustdoc warnings denied), examples (build
-//! all, run the quickstart).
+//! Cluster when `redis-server` is installed), docs (as docs.rs builds them, rustdoc warnings
+//! denied, each feature-gated item labelled with its feature), examples (build all, run the
+//! quickstart).
 
 use std::path::Path;
 use std::time::Instant;
@@ -171,11 +172,19 @@ pub(crate) fn run(sh: &Shell, args: &Args) -> Result<()> {
         number: 6,
         name: "docs",
     };
-    step.start("RUSTDOCFLAGS=\"-D warnings\" cargo doc --workspace --no-deps --all-features");
+    // As docs.rs builds them: every feature, `--cfg docsrs` (the crates then turn on rustdoc's
+    // `doc_cfg`, which labels each item with the feature it needs). docs.rs uses a nightly
+    // compiler; `RUSTC_BOOTSTRAP=1` lets this stable one accept that one unstable attribute.
+    step.start(
+        "RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS=\"-D warnings --cfg docsrs\" \
+         cargo doc --workspace --no-deps --all-features",
+    );
     cmd!(sh, "cargo doc --workspace --no-deps --all-features")
-        .env("RUSTDOCFLAGS", "-D warnings")
+        .env("RUSTDOCFLAGS", "-D warnings --cfg docsrs")
+        .env("RUSTC_BOOTSTRAP", "1")
         .run()
         .map_err(|e| step.fail(e))?;
+    feature_badges_shown().map_err(|e| step.fail(e))?;
 
     let step = Step {
         number: 7,
@@ -228,4 +237,25 @@ fn join<'a>(command: &'a str, args: impl Iterator<Item = &'a str>) -> String {
         .chain(args)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The facade's rustdoc labels its feature-gated items (the `redis` re-export says it needs the
+/// `redis` feature): `doc_cfg` is on under `--cfg docsrs`.
+fn feature_badges_shown() -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"));
+    let index = target.join("doc/layercake/index.html");
+    let html =
+        std::fs::read_to_string(&index).map_err(|e| format!("reading {}: {e}", index.display()))?;
+    if html.contains("Available on crate feature `redis` only") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} shows no feature label for the `redis` re-export: is \
+             `#![cfg_attr(docsrs, feature(doc_cfg))]` still in crates/layercake/src/lib.rs?",
+            index.display()
+        )
+        .into())
+    }
 }

@@ -1,4 +1,6 @@
 #![doc = include_str!("../README.md")]
+// docs.rs builds with `--cfg docsrs` on nightly: every item behind a feature shows its badge.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod backplane;

@@ -29,6 +29,8 @@
 //! assert_eq!(tools.value.len(), 2);
 //! # Ok(()) }
 //! ```
+// docs.rs builds with `--cfg docsrs` on nightly: every item behind a feature shows its badge.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod batch;
 mod breaker;

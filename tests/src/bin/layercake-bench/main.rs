@@ -302,7 +302,10 @@ async fn run_all(
     }
     section!("l1", l1::run(&mut results, plans.l1, quick));
     section!("otel", otel::run(&mut results, plans.l1));
-    section!("insight", insight::run(&env, &mut results, plans.l1, quick));
+    section!(
+        "insight",
+        insight::run(&env, &mut results, plans.l1, plans.remote, quick)
+    );
     section!(
         "remote",
         remote::run(&env, &mut results, plans.remote, plans.inflight)
