@@ -119,6 +119,15 @@ pub(crate) enum Command {
     /// Check every configured tier: reachable, latency, server version and settings, table
     /// and directory use, clock skew.
     Doctor,
+    /// Why the cache missed, from the miss reports instances saved (`Cache::save_miss_report`,
+    /// or periodically with `InsightConfig::save_miss_report`): per instance, each tier's hit
+    /// ratio against its target, misses by reason and suggestions; then every instance
+    /// combined, per tier and per namespace. Exit code 4 when a target is missed.
+    Misses {
+        /// Miss report files (JSON), one per instance.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
     /// What the tiers below memory hold for the namespace: keys, bytes, fresh and stale, by
     /// tag.
     Stats {

@@ -4,8 +4,9 @@
 //! `layercake config` and the `layercake::config` module) and looks into each tier on its
 //! own: `inspect` a key's copy in every tier, `get` a value, `del` a key and `invalidate` a
 //! prefix or tag through the library (so running instances hear it on the backplane), `scan`
-//! keys page by page, find and repair `drift` between tiers, `doctor` the servers, and show
-//! `stats` of what the tiers hold. Tables by default, `--json` for scripts.
+//! keys page by page, find and repair `drift` between tiers, `doctor` the servers, show
+//! `stats` of what the tiers hold, and why the cache missed (`misses`, from the miss reports
+//! instances saved). Tables by default, `--json` for scripts.
 
 mod cli;
 mod commands;
@@ -27,6 +28,7 @@ async fn run(cli: &Cli) -> Outcome {
     match &cli.command {
         Command::Config => commands::config::run(cli),
         Command::Doctor => commands::doctor::run(cli).await,
+        Command::Misses { files } => commands::misses::run(cli, files),
         other => {
             let ctx = Ctx::connect(cli).await?;
             match other {
@@ -97,7 +99,7 @@ async fn run(cli: &Cli) -> Outcome {
                     raw,
                     max_keys,
                 } => commands::stats::run(&ctx, prefix, *raw, *max_keys).await,
-                Command::Config | Command::Doctor => Ok(exit::OK),
+                Command::Config | Command::Doctor | Command::Misses { .. } => Ok(exit::OK),
             }
         }
     }

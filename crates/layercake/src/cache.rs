@@ -195,7 +195,8 @@ impl Cache {
     }
 
     /// Flush write-behind queues, try once to apply the pending repairs (each tier bounded
-    /// by its write timeout), and stop background tasks. Reads and writes still work
+    /// by its write timeout), save the configured hot-set and miss-report files, and stop
+    /// background tasks. Reads and writes still work
     /// afterwards, write-through. Repairs still pending then are lost with the process: check
     /// [`RepairStats::pending`](crate::RepairStats::pending) in [`stats`](Cache::stats).
     pub async fn shutdown(&self) {
@@ -206,6 +207,7 @@ impl Cache {
         }
         crate::repair::task::round(&self.inner).await;
         self.save_configured_hot_set();
+        self.save_configured_miss_report();
         for t in self.inner.tasks.lock().drain(..) {
             t.abort();
         }

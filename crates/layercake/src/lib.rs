@@ -69,10 +69,10 @@ mod write_behind;
 pub use breaker::{BreakerConfig, BreakerState};
 pub use builder::{CacheBuilder, DEFAULT_HARD_TIMEOUT};
 pub use cache::{Cache, Warm, WriteOptions};
-pub use insight::report::Suggestion;
 pub use insight::{
-    HitTarget, HotSetFile, HotSetWarm, InsightConfig, MissReason, MissReasons, MissReport,
-    NAMESPACES, NamespaceMisses, TargetReport,
+    HitTarget, HotSetFile, HotSetWarm, InsightConfig, MISS_REPORT_FORMAT, MissReason, MissReasons,
+    MissReport, MissReportFile, NAMESPACES, NamespaceMisses, SavedMissReport, Suggestion,
+    TargetReport, TierReads,
 };
 pub use key_input::{IntoKey, Request};
 pub use lock::LockOptions;

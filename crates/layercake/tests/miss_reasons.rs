@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use layercake::{
-    Backend, BreakerConfig, Cache, ErrorKind, FixedTtl, InsightConfig, ManualClock, MemoryBackend,
-    MissReason, MissReasons, TierOptions, WriteOptions,
+    Backend, BreakerConfig, Cache, Clock, ErrorKind, FixedTtl, InsightConfig, ManualClock,
+    MemoryBackend, MissReason, MissReasons, TierOptions, WriteOptions,
 };
 use layercake_memory::MemoryConfig;
 use layercake_testkit::faulty::{Fault, FaultHandle, FaultyBackend};
@@ -214,4 +214,70 @@ async fn off_counts_nothing() {
     assert!(s.cache.get::<u32>("a").await.unwrap().is_none());
     assert_eq!(s.cache.stats().tiers[0].misses_by_reason.total(), 0);
     assert_eq!(s.cache.stats().tiers[0].misses, 2);
+}
+
+#[tokio::test]
+async fn a_saved_miss_report_holds_the_counts_and_reads_back() {
+    let s = setup(InsightConfig::new().target(0, 0.9));
+    s.cache.set("hit", 1u32).await.unwrap();
+    assert!(s.cache.get::<u32>("hit").await.unwrap().is_some());
+    assert!(s.cache.get::<u32>("absent").await.unwrap().is_none());
+    s.cache.set("gone", 2u32).await.unwrap();
+    s.cache.delete("gone").await.unwrap();
+    assert!(s.cache.get::<u32>("gone").await.unwrap().is_none());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("misses.json");
+    s.cache.save_miss_report(&path).unwrap();
+    let saved = layercake::SavedMissReport::read(&path).unwrap();
+    assert_eq!(saved, s.cache.saved_miss_report());
+    assert_eq!(saved.format, layercake::MISS_REPORT_FORMAT);
+    assert_eq!(saved.cache, "why");
+    assert_eq!(saved.saved_at_ms, s.clock.now().0);
+    let l1 = &saved.report.rows[0];
+    assert_eq!((l1.position, l1.namespace.as_deref()), (0, None));
+    assert_eq!(
+        (l1.misses.get(NeverSeen), l1.misses.get(Invalidated)),
+        (1, 1)
+    );
+    assert!(l1.missed_target(), "1 hit in 3 reads is below 90 %");
+    assert_eq!((saved.tiers[0].hits, saved.tiers[0].reads), (1, 3));
+    assert_eq!(saved.tiers[1].reads, 2, "both misses reached L2");
+    assert_eq!(saved.namespaces[0].namespace, "default");
+    assert_eq!(saved.namespaces[0].tiers[0], l1.misses);
+
+    std::fs::write(&path, b"{\"format\": 1}").unwrap();
+    let err = layercake::SavedMissReport::read(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("is not a miss report"), "{err}");
+}
+
+#[tokio::test]
+async fn the_configured_miss_report_is_saved_periodically_and_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let periodic = dir.path().join("periodic.json");
+    let s =
+        setup(InsightConfig::new().save_miss_report(&periodic, Some(Duration::from_millis(20))));
+    assert!(s.cache.get::<u32>("absent").await.unwrap().is_none());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(saved) = layercake::SavedMissReport::read(&periodic)
+            && saved.report.rows[0].misses.get(NeverSeen) == 1
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no periodic save within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let on_shutdown = dir.path().join("shutdown.json");
+    let s = setup(InsightConfig::new().save_miss_report(&on_shutdown, None));
+    assert!(s.cache.get::<u32>("absent").await.unwrap().is_none());
+    assert!(!on_shutdown.exists(), "saved only on shutdown");
+    s.cache.shutdown().await;
+    let saved = layercake::SavedMissReport::read(&on_shutdown).unwrap();
+    assert_eq!(saved.report.rows[0].misses.get(NeverSeen), 1);
 }

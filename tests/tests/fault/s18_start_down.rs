@@ -101,7 +101,7 @@ impl Work {
             if self.last[k as usize].is_none() {
                 self.last[k as usize] = Some(0);
             }
-            if (k as u64 + self.generation) % 4 == 0 {
+            if (u64::from(k) + self.generation).is_multiple_of(4) {
                 let g = self.generation;
                 self.calls += 2;
                 match bounded("set", CALL_LIMIT, cache.set(key.as_str(), Val::new(k, g))).await {

@@ -7,5 +7,6 @@ pub(crate) mod drift;
 pub(crate) mod get;
 pub(crate) mod inspect;
 pub(crate) mod invalidate;
+pub(crate) mod misses;
 pub(crate) mod scan;
 pub(crate) mod stats;

@@ -28,6 +28,17 @@ pub struct HotSetFile {
     pub every: Option<Duration>,
 }
 
+/// Where and how often the miss report is saved (see
+/// [`Cache::save_miss_report`](crate::Cache::save_miss_report)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissReportFile {
+    /// The file (JSON, written atomically: a temporary file next to it, then renamed).
+    pub path: PathBuf,
+    /// Save every this long (and on [`Cache::shutdown`](crate::Cache::shutdown)); `None` =
+    /// only on shutdown.
+    pub every: Option<Duration>,
+}
+
 /// What the cache records to explain its misses and to warm a restart; give it to
 /// [`CacheBuilder::insight`](crate::CacheBuilder::insight). On by default.
 ///
@@ -54,6 +65,7 @@ pub struct InsightConfig {
     pub(crate) sample_every: u32,
     pub(crate) targets: Vec<HitTarget>,
     pub(crate) hot_set_file: Option<HotSetFile>,
+    pub(crate) miss_report_file: Option<MissReportFile>,
 }
 
 impl Default for InsightConfig {
@@ -73,6 +85,7 @@ impl InsightConfig {
             sample_every: 8,
             targets: Vec::new(),
             hot_set_file: None,
+            miss_report_file: None,
         }
     }
 
@@ -146,6 +159,17 @@ impl InsightConfig {
         self.hot_set_file = Some(HotSetFile {
             path: path.into(),
             keys_per_namespace,
+            every,
+        });
+        self
+    }
+
+    /// Save the miss report ([`SavedMissReport`](crate::SavedMissReport), JSON) to `path`
+    /// every `every` (`None`: only on shutdown) and on
+    /// [`Cache::shutdown`](crate::Cache::shutdown), for `layercake misses` to read.
+    pub fn save_miss_report(mut self, path: impl Into<PathBuf>, every: Option<Duration>) -> Self {
+        self.miss_report_file = Some(MissReportFile {
+            path: path.into(),
             every,
         });
         self

@@ -13,6 +13,7 @@ pub(crate) mod hotset;
 pub(crate) mod otel;
 pub(crate) mod reasons;
 pub(crate) mod report;
+mod saved;
 mod warm;
 
 use std::cell::Cell;
@@ -24,12 +25,13 @@ use crate::cache::Cache;
 use crate::tier::Tier;
 use crate::write::How;
 
-pub use config::{HitTarget, HotSetFile, InsightConfig};
+pub use config::{HitTarget, HotSetFile, InsightConfig, MissReportFile};
 use ghost::{Ghost, Removals, key_hash};
 use hotset::HotSet;
 use reasons::Rows;
 pub use reasons::{MissReason, MissReasons, NAMESPACES, NamespaceMisses};
-pub use report::{MissReport, TargetReport};
+pub use report::{MissReport, Suggestion, TargetReport};
+pub use saved::{MISS_REPORT_FORMAT, SavedMissReport, TierReads};
 pub use warm::HotSetWarm;
 pub(crate) use warm::start_saver;
 

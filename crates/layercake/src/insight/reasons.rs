@@ -2,12 +2,16 @@
 //! the counters behind them, per tier and per namespace (bounded: the first
 //! [`NAMESPACES`] namespaces seen get their own row, later ones share the row `other`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 /// Why a read found nothing usable at a tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum MissReason {
     /// The tier has no copy and its ghost record does not remember one: never written here,
@@ -103,10 +107,38 @@ impl MissReasons {
         v.into_iter()
     }
 
-    pub(crate) fn add(&mut self, other: &MissReasons) {
+    /// Add `other`'s counts to these (to combine tiers, namespaces or instances).
+    pub fn add(&mut self, other: &MissReasons) {
         for (a, b) in self.counts.iter_mut().zip(other.counts) {
             *a += b;
         }
+    }
+}
+
+/// As a map from each reason's name ([`MissReason::as_str`]) to its count.
+impl Serialize for MissReasons {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let map: BTreeMap<&str, u64> = MissReason::ALL
+            .iter()
+            .map(|&r| (r.as_str(), self.get(r)))
+            .collect();
+        map.serialize(s)
+    }
+}
+
+/// From a map of reason names to counts (names this version does not know are an error).
+impl<'de> Deserialize<'de> for MissReasons {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, u64>::deserialize(d)?;
+        let mut m = MissReasons::default();
+        for (name, n) in map {
+            let r = MissReason::ALL
+                .iter()
+                .find(|r| r.as_str() == name)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown miss reason `{name}`")))?;
+            m.counts[r.index()] = n;
+        }
+        Ok(m)
     }
 }
 
@@ -125,7 +157,7 @@ impl fmt::Display for MissReasons {
 }
 
 /// The misses of one namespace, per tier.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamespaceMisses {
     /// The namespace (the key text before the first `:`), or `other` for namespaces past the
     /// first [`NAMESPACES`].

@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::reasons::{MissReason, MissReasons};
 use super::{Insight, LATE_BUCKETS};
 use crate::cache::Cache;
@@ -14,7 +16,8 @@ use crate::cache::Cache;
 const SUGGEST_FROM: f64 = 0.10;
 
 /// A measured suggestion.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Suggestion {
     /// Evictions of keys that were read again: this much more room would have kept them.
@@ -66,7 +69,7 @@ fn fmt_bytes(b: u64) -> String {
 }
 
 /// One tier (or one namespace at one tier) in the report.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetReport {
     /// The tier's name.
     pub tier: String,
@@ -94,7 +97,7 @@ impl TargetReport {
 
 /// Where each hit-ratio target is missed and what the misses were; see
 /// [`Cache::miss_report`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MissReport {
     /// Every tier, then each namespace that has a target.
     pub rows: Vec<TargetReport>,

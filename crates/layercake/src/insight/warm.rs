@@ -150,28 +150,46 @@ impl Cache {
     }
 }
 
-/// Start the periodic hot-set saver when the configuration asks for one (needs a Tokio
-/// runtime; without one, the set is saved on shutdown only).
+/// Start the periodic savers the configuration asks for — the hot set, the miss report —
+/// (they need a Tokio runtime; without one, both are saved on shutdown only).
 pub(crate) fn start_saver(inner: &Arc<Stack>, keys: Arc<dyn layercake_core::KeyStrategy>) {
-    let Some(f) = inner.insight.config.hot_set_file.clone() else {
-        return;
-    };
-    let (Some(every), Ok(rt)) = (f.every, tokio::runtime::Handle::try_current()) else {
+    let config = &inner.insight.config;
+    if let Some(f) = config.hot_set_file.clone() {
+        every(inner, &keys, f.every, move |cache| {
+            let _ = cache.save_hot_set(&f.path, f.keys_per_namespace);
+        });
+    }
+    if let Some(f) = config.miss_report_file.clone() {
+        every(inner, &keys, f.every, move |cache| {
+            let _ = cache.save_miss_report(&f.path);
+        });
+    }
+}
+
+/// Run `save` on the cache every `period` (none: never), until the cache is dropped or shut
+/// down.
+fn every(
+    inner: &Arc<Stack>,
+    keys: &Arc<dyn layercake_core::KeyStrategy>,
+    period: Option<Duration>,
+    save: impl Fn(&Cache) + Send + 'static,
+) {
+    let (Some(period), Ok(rt)) = (period, tokio::runtime::Handle::try_current()) else {
         return;
     };
     let weak: Weak<Stack> = Arc::downgrade(inner);
+    let keys = keys.clone();
     let task = rt.spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval(period);
         tick.tick().await;
         loop {
             tick.tick().await;
             let Some(inner) = weak.upgrade() else { return };
-            let cache = Cache {
+            save(&Cache {
                 inner,
                 keys: keys.clone(),
                 call: Default::default(),
-            };
-            let _ = cache.save_hot_set(&f.path, f.keys_per_namespace);
+            });
         }
     });
     inner.tasks.lock().push(task);
