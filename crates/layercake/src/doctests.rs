@@ -103,6 +103,9 @@ struct Decision0007CoalescedGets;
 #[doc = include_str!("../../../docs/decisions/0008-auto-recovery.md")]
 struct Decision0008AutoRecovery;
 
+#[doc = include_str!("../../../docs/decisions/0009-file-tier-segments.md")]
+struct Decision0009FileTierSegments;
+
 #[doc = include_str!("../../../docs/reliability.md")]
 struct Reliability;
 
