@@ -95,9 +95,12 @@ async fn a_breaker_opening_is_one_warn_with_the_tier_and_its_closing_one_info() 
             l2,
             TierOptions::new()
                 .name("flaky")
+                // Long enough that the ten failing reads below all fall in one open period
+                // (a loaded machine once took over 1 ms between two of them, and the probe's
+                // failure opened the breaker a second time); short enough for the probe below.
                 .breaker(Some(BreakerConfig {
                     failure_threshold: 2,
-                    open_for: Duration::from_millis(1),
+                    open_for: Duration::from_millis(300),
                 })),
         )
         .build()
@@ -137,12 +140,12 @@ async fn a_breaker_opening_is_one_warn_with_the_tier_and_its_closing_one_info() 
     );
     // The tier answers again: a probe closes the breaker, one INFO.
     faults.clear_all();
-    for _ in 0..200 {
+    for _ in 0..500 {
         cache.get::<u8>("again").await.unwrap();
         if cache.stats().tiers[1].breaker == layercake::BreakerState::Closed {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(
         cache.stats().tiers[1].breaker,
