@@ -42,11 +42,11 @@ pub struct MissReportFile {
 /// What the cache records to explain its misses and to warm a restart; give it to
 /// [`CacheBuilder::insight`](crate::CacheBuilder::insight). On by default.
 ///
-/// Memory: per tier, `ghost_slots` × 24 bytes (1.5 MiB for the default 65 536), plus
+/// Memory: per tier, `ghost_slots` × 16 bytes (1 MiB for the default 65 536), plus
 /// `ghost_slots` / 4 × 16 bytes of removal record; the hot-set sample holds at most
 /// `hot_candidates` keys (about 64 bytes each plus the key's text). Cost: nothing on an L1
 /// hit but a per-thread tick (and one read in `sample_every` counted in the sample); on a
-/// miss a hash and a few atomic loads; on a write to a tier three atomic stores.
+/// miss a hash and a few atomic loads; on a write to a tier two or three atomic stores.
 ///
 /// ```
 /// use layercake::{Cache, InsightConfig, MemoryBackend};

@@ -2,10 +2,14 @@
 //! with each copy's expiry and size, and the shared record of removals — what a miss is
 //! classified by (evicted, expired, invalidated, never seen).
 //!
-//! Bound: a fixed number of slots per tier (24 bytes each), direct-mapped by the key's hash.
-//! A key whose slot was taken by another key since it was written is *forgotten*: its miss
-//! counts as never seen. Lock-free: a slot is three relaxed atomics; a reader racing a writer
-//! of a colliding key can misclassify that one miss, nothing worse.
+//! Bound: a fixed number of slots per tier (16 bytes each: 1 MiB for the default 65 536),
+//! direct-mapped by the key's hash. A key whose slot was taken by another key since it was
+//! written is *forgotten*: its miss counts as never seen. A slot is two words, small so that
+//! the table stays in the CPU caches as much as it can (a miss looks into it on the request
+//! path): a 32-bit fingerprint of the hash with the removal generation and the "evicted" bit,
+//! and the expiry (milliseconds, 42 bits: until the year 2109) with the size (in 16-byte
+//! units, up to 64 MiB). Lock-free: a reader racing a writer of a colliding key can
+//! misclassify that one miss, nothing worse.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,8 +23,14 @@ pub(crate) fn key_hash(key: &Key) -> u64 {
 }
 
 const RELAXED: Ordering = Ordering::Relaxed;
-/// The "was missed as evicted" bit of a slot's meta word (sticky across rewrites).
-const EVICTED_SEEN: u64 = 1 << 63;
+/// The "was missed as evicted" bit of a slot's first word (sticky across rewrites).
+const EVICTED_SEEN: u64 = 1;
+/// Bits of the size field (in [`SIZE_UNIT`]-byte units) of a slot's second word.
+const SIZE_BITS: u32 = 22;
+/// The size unit, in bytes.
+const SIZE_UNIT: u64 = 16;
+/// The largest expiry a slot holds (ms); later ones are kept as this (far beyond any miss).
+const MAX_EXPIRY: u64 = (1 << (64 - SIZE_BITS)) - 1;
 
 /// What the ghost remembers of a key written to a tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,17 +39,24 @@ pub(crate) struct Remembered {
     pub(crate) expires_at: Timestamp,
     /// The removal generation when it was written.
     pub(crate) generation: u64,
-    /// Its encoded size (key and value bytes).
+    /// Its encoded size (key and value bytes), rounded up to 16 bytes.
     pub(crate) size: u64,
     /// Whether a miss of this key was already classified as an eviction.
     pub(crate) evicted_seen: bool,
 }
 
+/// The 32-bit fingerprint of a hash, in the high half of a slot's first word (never 0).
+#[inline]
+fn fingerprint(hash: u64) -> u64 {
+    (((hash >> 32) ^ (hash & 0xffff_ffff)) | 1) << 32
+}
+
 /// One tier's ghost table.
 #[derive(Debug)]
 pub(crate) struct Ghost {
-    /// `[hash, expires_at ms, generation << 32 | size | EVICTED_SEEN]` per slot.
-    slots: Box<[[AtomicU64; 3]]>,
+    /// `[fingerprint << 32 | generation << 1 | EVICTED_SEEN, expiry ms << 22 | size units]`
+    /// per slot; a first word of 0 is an empty slot.
+    slots: Box<[[AtomicU64; 2]]>,
     mask: usize,
 }
 
@@ -49,14 +66,14 @@ impl Ghost {
         let n = slots.max(64).next_power_of_two();
         Ghost {
             slots: (0..n)
-                .map(|_| [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)])
+                .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
                 .collect(),
             mask: n - 1,
         }
     }
 
     #[inline]
-    fn slot(&self, hash: u64) -> &[AtomicU64; 3] {
+    fn slot(&self, hash: u64) -> &[AtomicU64; 2] {
         &self.slots[(hash as usize) & self.mask]
     }
 
@@ -64,36 +81,37 @@ impl Ghost {
     #[inline]
     pub(crate) fn stored(&self, hash: u64, expires_at: Timestamp, size: usize, generation: u64) {
         let s = self.slot(hash);
-        let same = s[0].load(RELAXED) == hash;
-        let sticky = if same {
-            s[2].load(RELAXED) & EVICTED_SEEN
-        } else {
-            0
-        };
-        let meta =
-            sticky | ((generation & 0x7fff_ffff) << 32) | (size.min(u32::MAX as usize) as u64);
+        let fp = fingerprint(hash);
+        let old = s[0].load(RELAXED);
+        let same = old & !0xffff_ffff == fp;
+        let sticky = if same { old & EVICTED_SEEN } else { 0 };
+        let units = (size as u64).div_ceil(SIZE_UNIT).min((1 << SIZE_BITS) - 1);
+        let second = (expires_at.0.min(MAX_EXPIRY) << SIZE_BITS) | units;
         if !same {
             s[0].store(0, RELAXED);
         }
-        s[1].store(expires_at.0, RELAXED);
-        s[2].store(meta, RELAXED);
-        s[0].store(hash, Ordering::Release);
+        s[1].store(second, RELAXED);
+        s[0].store(
+            fp | ((generation & 0x7fff_ffff) << 1) | sticky,
+            Ordering::Release,
+        );
     }
 
     /// What the table remembers of the key, if its slot still holds it.
     #[inline]
     pub(crate) fn recall(&self, hash: u64) -> Option<Remembered> {
         let s = self.slot(hash);
-        if s[0].load(Ordering::Acquire) != hash {
+        let fp = fingerprint(hash);
+        let first = s[0].load(Ordering::Acquire);
+        if first & !0xffff_ffff != fp {
             return None;
         }
-        let expires_at = Timestamp(s[1].load(RELAXED));
-        let meta = s[2].load(RELAXED);
-        (s[0].load(RELAXED) == hash).then_some(Remembered {
-            expires_at,
-            generation: (meta >> 32) & 0x7fff_ffff,
-            size: meta & 0xffff_ffff,
-            evicted_seen: meta & EVICTED_SEEN != 0,
+        let second = s[1].load(RELAXED);
+        (s[0].load(RELAXED) == first).then_some(Remembered {
+            expires_at: Timestamp(second >> SIZE_BITS),
+            generation: (first >> 1) & 0x7fff_ffff,
+            size: (second & ((1 << SIZE_BITS) - 1)) * SIZE_UNIT,
+            evicted_seen: first & EVICTED_SEEN != 0,
         })
     }
 
@@ -101,7 +119,8 @@ impl Ghost {
     /// remembered (so each evicted key's size is counted once).
     pub(crate) fn mark_evicted(&self, hash: u64) -> bool {
         let s = self.slot(hash);
-        s[0].load(RELAXED) == hash && s[2].fetch_or(EVICTED_SEEN, RELAXED) & EVICTED_SEEN == 0
+        s[0].load(RELAXED) & !0xffff_ffff == fingerprint(hash)
+            && s[0].fetch_or(EVICTED_SEEN, RELAXED) & EVICTED_SEEN == 0
     }
 }
 
@@ -205,7 +224,11 @@ mod tests {
     fn remembers_until_a_colliding_key_takes_the_slot() {
         let g = Ghost::new(64);
         g.stored(5, Timestamp(100), 10, 0);
-        assert_eq!(g.recall(5).map(|r| r.size), Some(10));
+        assert_eq!(
+            g.recall(5).map(|r| r.size),
+            Some(16),
+            "rounded up to 16 bytes"
+        );
         assert!(g.mark_evicted(5));
         assert!(!g.mark_evicted(5));
         g.stored(5, Timestamp(200), 12, 1);
@@ -216,6 +239,16 @@ mod tests {
         );
         g.stored(5 + 64, Timestamp(1), 1, 0);
         assert_eq!(g.recall(5), None);
+        // An expiry beyond the field stays in the far future; a size beyond it saturates.
+        g.stored(7, Timestamp(u64::MAX), 1 << 30, 3);
+        let r = g.recall(7).unwrap();
+        assert_eq!(r.expires_at, Timestamp(MAX_EXPIRY));
+        assert!(
+            r.expires_at > Timestamp(4_000_000_000_000),
+            "after the year 2096"
+        );
+        assert_eq!(r.size, ((1 << SIZE_BITS) - 1) * SIZE_UNIT);
+        assert_eq!(r.generation, 3);
     }
 
     #[test]
