@@ -6,7 +6,8 @@
 //! time; the report says which targets are met and by how much the others are missed.
 //!
 //! Sections (all by default, or a comma-separated subset with `--only`): `l1`, `remote` (L2
-//! and L3), `file` (L4), `set`, `codec`, `otel`, `insight` (miss-reason
+//! and L3), `file` (L4), `hybrid` (memory + file against foyer, read-only), `set`, `codec`,
+//! `otel`, `insight` (miss-reason
 //! accounting on vs off, the hot-set restart), `workloads`, `stampede`, `handwritten`
 //! (layercake beside the moka + redis-rs glue it replaces), `memory` (resident memory of the
 //! L1 against its bound).
@@ -17,6 +18,7 @@ mod data;
 mod env;
 mod handwritten;
 mod harness;
+mod hybrid;
 mod insight;
 mod l1;
 mod local;
@@ -55,8 +57,8 @@ struct Args {
     /// Directory of the report, chart and ratios.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// Only these sections (comma-separated): l1, remote, file, set, codec, otel, insight, workloads,
-    /// stampede, handwritten, memory.
+    /// Only these sections (comma-separated): l1, remote, file, hybrid, set, codec, otel, insight,
+    /// workloads, stampede, handwritten, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The Tokio runtime the benchmark runs on (see docs/benchmarks.md, "How it measures").
@@ -117,6 +119,7 @@ struct Plans {
     inflight: Plan,
     file_hits: Plan,
     file_sets: Plan,
+    hybrid: Plan,
     set: Plan,
     codec: Plan,
 }
@@ -130,6 +133,7 @@ impl Plans {
                 inflight: Plan::new(5, 3, 64 * 20),
                 file_hits: Plan::new(5, 200, 1),
                 file_sets: Plan::new(5, 40, 1),
+                hybrid: Plan::new(5, 10, 100),
                 set: Plan::new(5, 15, 1),
                 codec: Plan::new(5, 10, 1),
             }
@@ -143,6 +147,8 @@ impl Plans {
                 inflight: Plan::new(21, 2, 64 * 50),
                 file_hits: Plan::new(21, 400, 1),
                 file_sets: Plan::new(21, 60, 1),
+                // Throughput of a stream of reads: batches long enough that a round is a few ms.
+                hybrid: Plan::new(21, 20, 100),
                 set: Plan::new(21, 25, 1),
                 codec: Plan::new(21, 20, 1),
             }
@@ -314,6 +320,7 @@ async fn run_all(
         "file",
         local::run(&env, &mut results, plans.file_hits, plans.file_sets)
     );
+    section!("hybrid", hybrid::run(&env, &mut results, plans.hybrid));
     section!("set", writes::run(&env, &mut results, plans.set));
     section!("codec", codecs::run(&mut results, plans.codec));
     section!("workloads", workloads::run(&env, &mut results, quick));
