@@ -105,7 +105,7 @@ fn deny(sh: &Shell) -> Result<()> {
         .ignore_stderr()
         .run()
         .is_ok();
-    if !installed && std::env::var("CI").is_ok_and(|v| v == "true") {
+    if !installed && crate::env_flag("CI") {
         return Err(
             "cargo-deny is not installed, and CI must check licenses, bans and sources: \
                     install it with `cargo install cargo-deny --locked` (`.ci/run` does)"

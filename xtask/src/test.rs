@@ -242,10 +242,7 @@ fn join<'a>(command: &'a str, args: impl Iterator<Item = &'a str>) -> String {
 /// The facade's rustdoc labels its feature-gated items (the `redis` re-export says it needs the
 /// `redis` feature): `doc_cfg` is on under `--cfg docsrs`.
 fn feature_badges_shown() -> Result<()> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| project_root().join("target"));
-    let index = target.join("doc/layercake/index.html");
+    let index = crate::target_dir().join("doc/layercake/index.html");
     let html =
         std::fs::read_to_string(&index).map_err(|e| format!("reading {}: {e}", index.display()))?;
     if html.contains("Available on crate feature `redis` only") {

@@ -118,9 +118,6 @@ impl HotSet {
 
 /// Write `keys` to `path` atomically (a temporary file next to it, then a rename).
 pub(crate) fn write_file(path: &Path, keys: &[Key]) -> Result<()> {
-    let io = |e: std::io::Error| {
-        Error::config(format!("hot set file {}: {e}", path.display())).with_source(e)
-    };
     let mut text = String::with_capacity(keys.len() * 32 + HEADER.len() + 1);
     text.push_str(HEADER);
     text.push('\n');
@@ -128,9 +125,17 @@ pub(crate) fn write_file(path: &Path, keys: &[Key]) -> Result<()> {
         text.push_str(k.as_str());
         text.push('\n');
     }
+    write_atomically(path, text.as_bytes(), "hot set file")
+}
+
+/// Write `bytes` to `path` atomically: a temporary file next to it, synced, then renamed over
+/// it. Errors are `Config` errors naming `what` and the file.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
+    let io =
+        |e: std::io::Error| Error::config(format!("{what} {}: {e}", path.display())).with_source(e);
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }

@@ -196,8 +196,12 @@ impl Cache {
     /// Per tier (and per namespace with a target), the hit ratio against its target, the
     /// misses by reason, and measured suggestions. See [`InsightConfig::target`](crate::InsightConfig::target).
     pub fn miss_report(&self) -> MissReport {
+        self.miss_report_of(&self.stats())
+    }
+
+    /// [`miss_report`](Cache::miss_report) from stats already taken.
+    pub(crate) fn miss_report_of(&self, stats: &crate::Stats) -> MissReport {
         let insight = &self.inner.insight;
-        let stats = self.stats();
         let target = |tier: usize, ns: Option<&str>| {
             insight
                 .config

@@ -3,12 +3,12 @@
 //! `layercake misses` command (which reads and combines the files of several instances) and
 //! for anything else that reads JSON.
 
-use std::io::Write;
 use std::path::Path;
 
 use layercake_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+use super::hotset::write_atomically;
 use super::reasons::NamespaceMisses;
 use super::report::MissReport;
 use crate::cache::Cache;
@@ -95,17 +95,9 @@ impl SavedMissReport {
     /// # Errors
     /// A `Config` error naming the file when it cannot be written.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let io = |e: std::io::Error| {
-            Error::config(format!("miss report {}: {e}", path.display())).with_source(e)
-        };
         let text = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::config(format!("miss report: {e}")).with_source(e))?;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&text).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        write_atomically(path.as_ref(), &text, "miss report")
     }
 }
 
@@ -127,7 +119,7 @@ impl Cache {
                     reads: t.hits + t.misses_by_reason.total(),
                 })
                 .collect(),
-            report: self.miss_report(),
+            report: self.miss_report_of(&stats),
             namespaces: self.misses_by_namespace(),
         }
     }

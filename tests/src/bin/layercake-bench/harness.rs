@@ -11,12 +11,15 @@
 //!   batch (per operation). A ratio is the median of the per-round ratios subject / baseline
 //!   (paired within a round), with the spread of the per-round ratios beside it.
 
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
+use layercake::Cache;
 
 use crate::Result;
+use crate::data::Doc;
 
 /// One side's batch runner: `(first operation index, operations)`.
 pub(crate) type Batch<'a> = Box<dyn FnMut(u64, usize) -> BoxFuture<'a, ()> + Send + 'a>;
@@ -38,6 +41,22 @@ impl<'a> Side<'a> {
             run: Box::new(run),
         }
     }
+}
+
+/// A side whose operation `i` is `cache.get::<Doc>(key(i))`.
+pub(crate) fn cache_gets<'a>(
+    name: &str,
+    cache: Cache,
+    key: impl Fn(u64) -> &'a str + Copy + Send + Sync + 'a,
+) -> Side<'a> {
+    Side::new(name.to_owned(), move |start, n| {
+        let cache = cache.clone();
+        Box::pin(async move {
+            for i in start..start + n as u64 {
+                let _ = black_box(cache.get::<Doc>(key(i)).await);
+            }
+        })
+    })
 }
 
 /// How much to run: rounds × batches × operations per batch, per side.

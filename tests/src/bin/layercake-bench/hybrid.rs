@@ -20,6 +20,8 @@ use layercake_file::{FileBackend, FileConfig};
 use crate::Result;
 use crate::data::{Doc, Rng, Zipf};
 use crate::env::{Env, cache, everywhere, memory};
+use futures::future::BoxFuture;
+
 use crate::harness::{Plan, Side, interleave};
 use crate::results::{Comparison, Results};
 
@@ -92,6 +94,26 @@ async fn foyer(dir: &std::path::Path) -> Result<HybridCache<String, Doc>> {
     Ok(hybrid)
 }
 
+/// One read of operation `i`.
+type Read<'a> = dyn Fn(u64) -> BoxFuture<'a, ()> + Sync + 'a;
+
+/// A side whose batch is split among readers of `per` operations each (one reader when the
+/// batch is no longer than that), all at once; operation `i` is `read(i)`.
+fn readers_side<'a>(name: String, per: u64, read: &'a Read<'a>) -> Side<'a> {
+    Side::new(name, move |start, n| {
+        let end = start + n as u64;
+        let tasks = (n as u64).div_ceil(per).max(1);
+        Box::pin(async move {
+            futures::future::join_all((0..tasks).map(|t| async move {
+                for i in start + t * per..(start + (t + 1) * per).min(end) {
+                    read(i).await;
+                }
+            }))
+            .await;
+        })
+    })
+}
+
 pub(crate) async fn run(env: &Env, results: &mut Results, plan: Plan) -> Result<()> {
     let per_entry = entry_weight().await?;
     let root = tempfile::tempdir_in(env.dir.path())?;
@@ -147,6 +169,21 @@ pub(crate) async fn run(env: &Env, results: &mut Results, plan: Plan) -> Result<
     let order: Vec<usize> = (0..SAMPLES).map(|_| zipf.sample(&mut rng)).collect();
     let (order, keys, lc, lcp, fy) = (&order, &keys, &lc, &lcp, &fy);
     let key = move |i: u64| &keys[order[i as usize % SAMPLES]];
+    let foyer_read = move |i: u64| -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = black_box(fy.get(key(i)).await);
+        })
+    };
+    let json_read = move |i: u64| -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = black_box(lc.get::<Doc>(key(i).as_str()).await);
+        })
+    };
+    let postcard_read = move |i: u64| -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = black_box(lcp.get::<Doc>(key(i).as_str()).await);
+        })
+    };
     let group = "Memory + file, read-only Zipf 0.99, working set 5× memory (1 KiB)";
     // One reader, then READERS readers at once (each reading its share of the batch), as a
     // service's concurrent requests would.
@@ -165,56 +202,21 @@ pub(crate) async fn run(env: &Env, results: &mut Results, plan: Plan) -> Result<
         ),
     ] {
         let per = (batch_plan.batch / readers).max(1) as u64;
-        let spread = move |start: u64, n: usize| {
-            let tasks = if readers == 1 {
-                1
-            } else {
-                (n as u64).div_ceil(per)
-            };
-            (0..tasks).map(move |t| {
-                let from = start + t * per;
-                from..(from + per).min(start + n as u64)
-            })
-        };
         let sides = vec![
-            Side::new(
+            readers_side(
                 format!("foyer HybridCache::get (memory + block engine), {readers} reader(s)"),
-                move |start, n| {
-                    Box::pin(async move {
-                        futures::future::join_all(spread(start, n).map(|r| async move {
-                            for i in r {
-                                let _ = black_box(fy.get(key(i)).await);
-                            }
-                        }))
-                        .await;
-                    })
-                },
+                per,
+                &foyer_read,
             ),
-            Side::new(
+            readers_side(
                 format!("Cache::get, memory + file tier, {readers} reader(s)"),
-                move |start, n| {
-                    Box::pin(async move {
-                        futures::future::join_all(spread(start, n).map(|r| async move {
-                            for i in r {
-                                let _ = black_box(lc.get::<Doc>(key(i).as_str()).await);
-                            }
-                        }))
-                        .await;
-                    })
-                },
+                per,
+                &json_read,
             ),
-            Side::new(
+            readers_side(
                 format!("Cache::get, memory + file tier, postcard codec, {readers} reader(s)"),
-                move |start, n| {
-                    Box::pin(async move {
-                        futures::future::join_all(spread(start, n).map(|r| async move {
-                            for i in r {
-                                let _ = black_box(lcp.get::<Doc>(key(i).as_str()).await);
-                            }
-                        }))
-                        .await;
-                    })
-                },
+                per,
+                &postcard_read,
             ),
         ];
         let m = interleave(batch_plan, sides).await?;

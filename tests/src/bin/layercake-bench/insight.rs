@@ -14,7 +14,7 @@ use layercake::{Backend, Cache, Codec, InsightConfig, TierOptions};
 use crate::Result;
 use crate::data::{Doc, Rng, Zipf, shuffled};
 use crate::env::{Env, READ_TIMEOUT, everywhere, memory, only};
-use crate::harness::{Plan, Side, interleave};
+use crate::harness::{Plan, cache_gets, interleave};
 use crate::results::{Comparison, Results};
 
 /// The accounting's budget on the L1-hit and L2-hit rows.
@@ -77,16 +77,7 @@ async fn cost(results: &mut Results, plan: Plan) -> Result<()> {
     let order = shuffled(N, 0x20);
     let (keys, order) = (&keys, &order);
     let key = move |i: u64| keys[order[i as usize % N]].as_str();
-    let side = |name: &str, cache: Cache| {
-        Side::new(name.to_owned(), move |start, n| {
-            let cache = cache.clone();
-            Box::pin(async move {
-                for i in start..start + n as u64 {
-                    let _ = black_box(cache.get::<Doc>(key(i)).await);
-                }
-            })
-        })
-    };
+    let side = |name: &str, cache: Cache| cache_gets(name, cache, key);
     let m = interleave(
         plan,
         vec![
@@ -255,16 +246,7 @@ async fn cost_redis(env: &Env, results: &mut Results, plan: Plan) -> Result<()> 
     let order = shuffled(N, 0x21);
     let (keys, order) = (&keys, &order);
     let key = move |i: u64| keys[order[i as usize % N]].as_str();
-    let side = |name: &str, cache: Cache| {
-        Side::new(name.to_owned(), move |start, n| {
-            let cache = cache.clone();
-            Box::pin(async move {
-                for i in start..start + n as u64 {
-                    let _ = black_box(cache.get::<Doc>(key(i)).await);
-                }
-            })
-        })
-    };
+    let side = |name: &str, cache: Cache| cache_gets(name, cache, key);
     let m = interleave(
         plan,
         vec![

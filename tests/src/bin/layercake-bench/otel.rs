@@ -4,7 +4,6 @@
 //! the defaults; plus two informational variants: every operation timed, and a span on every
 //! L1 hit.
 
-use std::hint::black_box;
 use std::sync::Arc;
 
 use layercake::otel::{L1HitSpans, OtelConfig};
@@ -15,7 +14,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use crate::Result;
 use crate::data::{Doc, shuffled};
 use crate::env::{everywhere, memory};
-use crate::harness::{Plan, Side, interleave};
+use crate::harness::{Plan, cache_gets, interleave};
 use crate::results::{Comparison, Results};
 
 /// Target of issue 8 / issue 7.
@@ -50,16 +49,7 @@ pub(crate) async fn run(results: &mut Results, plan: Plan) -> Result<()> {
     let order = shuffled(N, 0x77);
     let (keys, order) = (&keys, &order);
     let key = move |i: u64| keys[order[i as usize % N]].as_str();
-    let side = |name: &str, cache: Cache| {
-        Side::new(name.to_owned(), move |start, n| {
-            let cache = cache.clone();
-            Box::pin(async move {
-                for i in start..start + n as u64 {
-                    let _ = black_box(cache.get::<Doc>(key(i)).await);
-                }
-            })
-        })
-    };
+    let side = |name: &str, cache: Cache| cache_gets(name, cache, key);
     let sides = vec![
         side("OpenTelemetry off (OtelConfig::disabled)", off),
         side("OpenTelemetry SDK, defaults", on),
