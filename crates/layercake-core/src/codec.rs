@@ -5,6 +5,32 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+/// The largest scratch buffer [`Codec::encode`] keeps for its thread between calls; a larger
+/// value's buffer is freed once its bytes are copied out.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Serialize `value` in `format` at the end of `out`.
+fn serialize_into<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    format: Format,
+    value: &T,
+) -> Result<()> {
+    match format {
+        Format::Json => serde_json::to_writer(&mut *out, value)
+            .map_err(|e| Error::codec("JSON encode failed").with_source(e)),
+        Format::MessagePack => rmp_serde::encode::write_named(&mut *out, value)
+            .map_err(|e| Error::codec("MessagePack encode failed").with_source(e)),
+        Format::Postcard => postcard::to_io(value, &mut *out)
+            .map(drop)
+            .map_err(|e| Error::codec("postcard encode failed").with_source(e)),
+        Format::Raw => Err(Error::codec("the raw format cannot serialize typed values")),
+    }
+}
+
 /// The serialization format of a payload; its id is stored in the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -187,19 +213,33 @@ impl Codec {
     }
 
     /// Serialize (and maybe compress) `value`.
+    ///
+    /// The bytes come back in an allocation of exactly their length: the serializer writes
+    /// into this thread's scratch buffer, which keeps its capacity from one call to the next
+    /// (up to 64 KiB), and the result is one copy of it. A serializer writing
+    /// into a fresh buffer would grow it by doubling, reallocating a few times per value and
+    /// leaving it up to twice the value's size.
     pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Encoded> {
-        let bytes = match self.format {
-            Format::Json => serde_json::to_vec(value)
-                .map_err(|e| Error::codec("JSON encode failed").with_source(e))?,
-            Format::MessagePack => rmp_serde::to_vec_named(value)
-                .map_err(|e| Error::codec("MessagePack encode failed").with_source(e))?,
-            Format::Postcard => postcard::to_stdvec(value)
-                .map_err(|e| Error::codec("postcard encode failed").with_source(e))?,
-            Format::Raw => {
-                return Err(Error::codec("the raw format cannot serialize typed values"));
+        let format = self.format;
+        if format == Format::Raw {
+            return Err(Error::codec("the raw format cannot serialize typed values"));
+        }
+        let bytes = SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                let r = serialize_into(&mut buf, format, value).map(|()| buf.to_vec());
+                if buf.capacity() > SCRATCH_KEEP {
+                    *buf = Vec::new();
+                }
+                r
             }
-        };
-        Ok(self.compress(bytes, self.format))
+            // A `Serialize` implementation that encodes another value through a codec.
+            Err(_) => {
+                let mut own = Vec::new();
+                serialize_into(&mut own, format, value).map(|()| own)
+            }
+        })?;
+        Ok(self.compress(bytes, format))
     }
 
     /// Apply the compression rule to already-encoded bytes of `format`.

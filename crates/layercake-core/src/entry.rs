@@ -8,6 +8,19 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::clock::Timestamp;
+
+thread_local! {
+    /// This thread's shared empty tag list: an entry without tags (most of them) takes a
+    /// reference to it instead of allocating one of its own.
+    static NO_TAGS: Arc<[String]> = Arc::from(Vec::<String>::new());
+}
+
+/// An empty tag list, without an allocation (the thread's shared one).
+fn no_tags() -> Arc<[String]> {
+    NO_TAGS
+        .try_with(Arc::clone)
+        .unwrap_or_else(|_| Arc::from(Vec::<String>::new()))
+}
 use crate::codec::{Compression, Format};
 
 /// Flags stored in the envelope.
@@ -82,7 +95,7 @@ impl Entry {
             expires_at: now.plus(ttl),
             stale_until: None,
             version: 0,
-            tags: Arc::from(Vec::<String>::new()),
+            tags: no_tags(),
             format: Format::Raw,
             compression: Compression::None,
             flags: EntryFlags::NONE,
@@ -106,7 +119,12 @@ impl Entry {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.tags = tags.into_iter().map(Into::into).collect::<Vec<_>>().into();
+        let tags: Vec<String> = tags.into_iter().map(Into::into).collect();
+        self.tags = if tags.is_empty() {
+            no_tags()
+        } else {
+            tags.into()
+        };
         self
     }
 

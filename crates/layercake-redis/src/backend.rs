@@ -153,8 +153,8 @@ impl RedisBackend {
         key: &Key,
         deadline: tokio::time::Instant,
     ) -> Result<Option<Vec<u8>>> {
-        let mut c = redis::cmd("GET");
-        c.arg(self.inner.layout.entry_arg(key));
+        let mut c = Cmd::with_capacity(2, 3 + self.inner.layout.entry_len(key));
+        c.arg("GET").arg(self.inner.layout.entry_arg(key));
         self.inner.redis.cmd_until("GET", &c, deadline).await
     }
 
@@ -191,8 +191,9 @@ impl RedisBackend {
         }
         let bytes = envelope::encode_with_limits(key, entry, &self.inner.config.limits)
             .map_err(|e| e.with_backend(BACKEND))?;
-        let mut c = redis::cmd("SET");
-        c.arg(&rk).arg(bytes).arg("PX").arg(ms);
+        // Sized up front: the command's buffer is written once, not grown argument by argument.
+        let mut c = Cmd::with_capacity(5, 3 + rk.len() + bytes.len() + 2 + 20);
+        c.arg("SET").arg(&rk).arg(bytes).arg("PX").arg(ms);
         out.push((rk, c));
         for t in entry.tags.iter() {
             let tk = self.inner.layout.tag(t);

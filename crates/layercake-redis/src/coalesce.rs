@@ -200,7 +200,12 @@ impl Coalescer {
 
     /// Send one batch and hand each waiter its reply.
     async fn send(&self, batch: Vec<Waiter>) {
-        let mut c = redis::cmd("MGET");
+        let size = batch
+            .iter()
+            .map(|w| self.layout.entry_len(&w.key))
+            .sum::<usize>();
+        let mut c = redis::Cmd::with_capacity(1 + batch.len(), 4 + size);
+        c.arg("MGET");
         for w in &batch {
             c.arg(self.layout.entry_arg(&w.key));
         }

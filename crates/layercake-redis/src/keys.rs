@@ -67,6 +67,11 @@ impl Layout {
         }
     }
 
+    /// The length of [`entry`](Self::entry)'s text, without building it (to size a command).
+    pub(crate) fn entry_len(&self, key: &Key) -> usize {
+        self.prefix.len() + key.len()
+    }
+
     /// Where the entry for `key` lives.
     pub(crate) fn entry(&self, key: &Key) -> String {
         self.entry_str(key.as_str())

@@ -130,9 +130,7 @@ impl Cache {
             let removed = self
                 .remove_everywhere(&Removal::Key(key.clone()), version)
                 .await;
-            self.inner
-                .publish(Target::Key(key.as_str().to_owned()), version)
-                .await;
+            self.inner.publish_key(&key, version).await;
             removed
         }
         .await;

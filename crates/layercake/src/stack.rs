@@ -107,6 +107,15 @@ impl Stack {
         })
     }
 
+    /// [`publish`](Self::publish) the change of one key (its text copied only when there
+    /// is a backplane to tell).
+    pub(crate) async fn publish_key(&self, key: &Key, version: u64) {
+        if self.backplane.is_some() {
+            self.publish(Target::Key(key.as_str().to_owned()), version)
+                .await;
+        }
+    }
+
     pub(crate) async fn publish(&self, target: Target, version: u64) {
         if let Some(bp) = &self.backplane {
             let msg = Message {

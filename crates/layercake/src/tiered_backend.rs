@@ -3,8 +3,6 @@
 use async_trait::async_trait;
 use layercake_core::{Backend, Capability, Entry, Error, Key, Result, Selector};
 
-use layercake_core::backplane::Target;
-
 use crate::Cache;
 use crate::promote::Fill;
 use crate::stats::Op;
@@ -150,9 +148,7 @@ impl Cache {
                 How::Set,
             )
             .await?;
-        self.inner
-            .publish(Target::Key(key.as_str().to_owned()), entry.version)
-            .await;
+        self.inner.publish_key(key, entry.version).await;
         self.strict(written, self.inner.repairs.strict).map(drop)
     }
 }

@@ -7,7 +7,6 @@ use std::any::Any;
 use std::sync::Arc;
 
 use futures::future::join_all;
-use layercake_core::backplane::Target;
 use layercake_core::envelope::{self, EnvelopeLimits};
 use layercake_core::{Entry, EntryFlags, Error, FillOutcome, Key, Result, TierSet, Timestamp};
 use serde::Serialize;
@@ -233,6 +232,7 @@ impl Cache {
             How::Set => Some(self.inner.epochs.fill_lock(key).read().await),
             How::Fill(_) => None,
         };
+        let fills = self.inner.epochs.fills_mark(key);
         let results = join_all(targets.iter().map(|t| {
             let e = self.tier_copy(t, &entry, now, decoded.as_ref());
             self.write_to(t, key, e, how)
@@ -240,14 +240,16 @@ impl Cache {
         .await;
         if let How::Set = how {
             // A read that began after the in-process write but read a slower tier before
-            // that tier was written may have promoted the old value: write it again, under a
-            // new epoch, now that every tier has the new value.
+            // that tier was written may have promoted the old value: now that every tier has
+            // the new value, bump the epoch (a promotion that read before now is refused) and
+            // write the in-process tier again if a promotion got through meanwhile.
             for t in &targets {
                 if t.scope == Scope::Process
                     && let Some(mem) = t.memory()
                 {
-                    let e = self.tier_copy(t, &entry, now, decoded.as_ref());
-                    let _ = self.inner.epochs.change(key, || mem.set_sync(key, &e));
+                    let _ = self.inner.epochs.change_if_filled_since(key, fills, || {
+                        mem.set_sync(key, &self.tier_copy(t, &entry, now, decoded.as_ref()))
+                    });
                 }
             }
         }
@@ -393,9 +395,7 @@ impl Cache {
             let (version, written) = self
                 .store(&key, Some(Arc::new(value)), opts, How::Set, None)
                 .await?;
-            self.inner
-                .publish(Target::Key(key.as_str().to_owned()), version)
-                .await;
+            self.inner.publish_key(&key, version).await;
             self.strict(written, strict)
         }
         .await;

@@ -5,7 +5,10 @@
 //! key's epoch and writes the in-process tier while holding the key's stripe lock; a selector
 //! change (prefix, tag, clear) bumps the global epoch and waits for every stripe (a barrier).
 //! A read records the epochs before its first tier read, and its promotion writes the
-//! in-process tier only if, under the same stripe lock, nothing changed since.
+//! in-process tier only if, under the same stripe lock, nothing changed since. Each stripe also
+//! counts the promotions it let through, so that a `set` can tell, once its slower tiers hold
+//! the new value, whether a read may have promoted the old one meanwhile (see
+//! [`Epochs::change_if_filled_since`]).
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +22,22 @@ const STRIPES: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Snapshot(u64, u64);
 
+/// One stripe's state: the epoch of its keys and the promotions ([`Epochs::fill_if_unchanged`])
+/// it let through.
+#[derive(Debug, Default)]
+struct Stripe {
+    epoch: u64,
+    fills: u64,
+}
+
+/// A stripe's promotion count, taken before a write ([`Epochs::fills_mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FillsMark(u64);
+
 /// The epochs of one cache.
 #[derive(Debug)]
 pub(crate) struct Epochs {
-    stripes: Box<[Mutex<u64>]>,
+    stripes: Box<[Mutex<Stripe>]>,
     /// Order a key's fills of shared tiers (exclusive, held across the fill's write and its
     /// re-check) against authoritative writes of the key (shared, held across their fan-out)
     /// and the undo of fills (exclusive): a fill never lands in the middle of a write.
@@ -34,7 +49,9 @@ pub(crate) struct Epochs {
 impl Epochs {
     pub(crate) fn new() -> Epochs {
         Epochs {
-            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| Mutex::new(Stripe::default()))
+                .collect(),
             fill_locks: (0..STRIPES).map(|_| tokio::sync::RwLock::new(())).collect(),
             global: AtomicU64::new(0),
             hasher: RandomState::new(),
@@ -45,7 +62,7 @@ impl Epochs {
         self.hasher.hash_one(key.as_str()) as usize % STRIPES
     }
 
-    fn stripe(&self, key: &Key) -> &Mutex<u64> {
+    fn stripe(&self, key: &Key) -> &Mutex<Stripe> {
         &self.stripes[self.index(key)]
     }
 
@@ -56,7 +73,7 @@ impl Epochs {
 
     /// The epochs now, before a read.
     pub(crate) fn snapshot(&self, key: &Key) -> Snapshot {
-        let s = *self.stripe(key).lock();
+        let s = self.stripe(key).lock().epoch;
         Snapshot(s, self.global.load(Ordering::Acquire))
     }
 
@@ -64,8 +81,30 @@ impl Epochs {
     /// of the change) under its stripe lock.
     pub(crate) fn change<R>(&self, key: &Key, write: impl FnOnce() -> R) -> R {
         let mut s = self.stripe(key).lock();
-        *s += 1;
+        s.epoch += 1;
         write()
+    }
+
+    /// The promotions `key`'s stripe has let through so far, for
+    /// [`change_if_filled_since`](Self::change_if_filled_since).
+    pub(crate) fn fills_mark(&self, key: &Key) -> FillsMark {
+        FillsMark(self.stripe(key).lock().fills)
+    }
+
+    /// [`change`](Self::change) that runs `write` only when the key's stripe let a promotion
+    /// through since `mark`: the epoch is bumped either way (a promotion that read before now
+    /// is refused from here on), and the in-process tier is written again only when one may
+    /// have put an older value there. A promotion of another key of the stripe also counts:
+    /// the write is then done for nothing, never skipped when it was needed.
+    pub(crate) fn change_if_filled_since<R>(
+        &self,
+        key: &Key,
+        mark: FillsMark,
+        write: impl FnOnce() -> R,
+    ) -> Option<R> {
+        let mut s = self.stripe(key).lock();
+        s.epoch += 1;
+        (s.fills != mark.0).then(write)
     }
 
     /// A change of many keys: bump the global epoch, then wait until no promotion that
@@ -85,8 +124,12 @@ impl Epochs {
         snap: Snapshot,
         fill: impl FnOnce() -> R,
     ) -> Option<R> {
-        let s = self.stripe(key).lock();
-        (Snapshot(*s, self.global.load(Ordering::Acquire)) == snap).then(fill)
+        let mut s = self.stripe(key).lock();
+        if Snapshot(s.epoch, self.global.load(Ordering::Acquire)) != snap {
+            return None;
+        }
+        s.fills = s.fills.wrapping_add(1);
+        Some(fill())
     }
 
     /// Whether something changed since `snap` (a hint, for tiers written outside the lock).
@@ -114,6 +157,27 @@ mod tests {
         assert_eq!(e.fill_if_unchanged(&k, s, || 1), None);
         let s = e.snapshot(&other);
         assert_eq!(e.fill_if_unchanged(&other, s, || 2), Some(2));
+    }
+
+    #[test]
+    fn a_write_is_repeated_only_after_a_promotion_and_refuses_later_ones() {
+        let e = Epochs::new();
+        let k = Key::new("k").unwrap();
+        // No promotion since the mark: nothing to write again.
+        let mark = e.fills_mark(&k);
+        assert_eq!(e.change_if_filled_since(&k, mark, || 1), None);
+        // A promotion that read before the write lands in between: written again.
+        let mark = e.fills_mark(&k);
+        let before = e.snapshot(&k);
+        assert_eq!(e.fill_if_unchanged(&k, before, || ()), Some(()));
+        assert_eq!(e.change_if_filled_since(&k, mark, || 2), Some(2));
+        // Either way the epoch moved: a promotion that read before it is refused.
+        let s = e.snapshot(&k);
+        let mark = e.fills_mark(&k);
+        assert_eq!(e.change_if_filled_since(&k, mark, || 3), None);
+        assert_eq!(e.fill_if_unchanged(&k, s, || ()), None);
+        // A refused promotion does not count.
+        assert_eq!(e.change_if_filled_since(&k, mark, || 4), None);
     }
 }
 

@@ -96,11 +96,16 @@ impl Insight {
         if self.hot.is_none() && !self.config.miss_reasons {
             return;
         }
-        let every = self.config.sample_every;
-        let sampled = TICK.with(|t| {
-            let v = t.get().wrapping_add(1);
-            t.set(v);
-            v % every == 0
+        // A countdown, not a modulo: no division on the hit path.
+        let sampled = TICK.with(|t| match t.get() {
+            0 => {
+                t.set(self.config.sample_every.saturating_sub(1));
+                true
+            }
+            left => {
+                t.set(left - 1);
+                false
+            }
         });
         if sampled {
             self.sampled(key);

@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use layercake::Cache;
 
 use crate::Result;
+use crate::cpu::{CpuPerOp, CpuProbe, CpuTotals};
 use crate::data::Doc;
 
 /// One side's batch runner: `(first operation index, operations)`.
@@ -68,6 +69,8 @@ pub(crate) struct Plan {
     pub(crate) batches: usize,
     /// Operations per batch.
     pub(crate) batch: usize,
+    /// Read CPU time around each timed batch (see [`crate::cpu`]).
+    pub(crate) cpu: Option<CpuProbe>,
 }
 
 impl Plan {
@@ -77,7 +80,15 @@ impl Plan {
             rounds,
             batches,
             batch,
+            cpu: None,
         }
+    }
+
+    /// The same plan, reading CPU time with `probe` around each timed batch (outside the
+    /// timing; meant for batches of many operations).
+    pub(crate) const fn with_cpu(mut self, probe: CpuProbe) -> Plan {
+        self.cpu = Some(probe);
+        self
     }
 }
 
@@ -98,6 +109,8 @@ pub(crate) struct Measure {
     pub(crate) ops: u64,
     /// Operations per batch (1 = single operations timed).
     pub(crate) batch: usize,
+    /// CPU time per operation, when the plan read it.
+    pub(crate) cpu: Option<CpuPerOp>,
 }
 
 impl Measure {
@@ -162,6 +175,7 @@ pub(crate) async fn interleave(plan: Plan, mut sides: Vec<Side<'_>>) -> Result<V
     let mut all: Vec<Histogram<u64>> = (0..n).map(|_| histogram()).collect::<Result<_>>()?;
     let mut round_medians: Vec<Vec<f64>> = vec![Vec::with_capacity(plan.rounds); n];
     let mut next_op: Vec<u64> = vec![0; n];
+    let mut cpu: Vec<CpuTotals> = vec![CpuTotals::new(); n];
     let batch = plan.batch.max(1);
     for round in 0..=plan.rounds {
         let warmup = round == 0;
@@ -175,9 +189,13 @@ pub(crate) async fn interleave(plan: Plan, mut sides: Vec<Side<'_>>) -> Result<V
                 plan.batches
             };
             for _ in 0..batches {
+                let before = plan.cpu.map(|p| p.now());
                 let start = Instant::now();
                 (side.run)(next_op[s], batch).await;
                 let el = start.elapsed();
+                if let (Some(p), Some(before), false) = (plan.cpu, before, warmup) {
+                    cpu[s].add(before, p.now(), batch as u64);
+                }
                 next_op[s] += batch as u64;
                 let per_op_ps = (el.as_nanos() * 1000 / batch as u128).max(1) as u64;
                 let _ = h.record(per_op_ps.min(h.high()));
@@ -203,6 +221,7 @@ pub(crate) async fn interleave(plan: Plan, mut sides: Vec<Side<'_>>) -> Result<V
                 rounds: round_medians[i].clone(),
                 ops: all[i].len() * batch as u64,
                 batch,
+                cpu: plan.cpu.and_then(|_| cpu[i].per_op()),
             }
         })
         .collect())

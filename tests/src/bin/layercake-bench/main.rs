@@ -14,6 +14,7 @@
 
 mod chart;
 mod codecs;
+mod cpu;
 mod data;
 mod env;
 mod handwritten;

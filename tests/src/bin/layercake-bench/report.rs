@@ -381,19 +381,34 @@ fn glue_section(s: &mut String, results: &Results) {
     );
     let _ = writeln!(
         s,
-        "| workload | hand-written | layercake | throughput ratio [round range] | L1 hit ratio hand / layercake | L1 entries at the end hand / layercake | errors |\n\
-         |---|---|---|---|---|---|---|"
+        "The CPU columns are the time each side's operations cost, per operation, in this \
+         process (all threads) and in the Redis server (when it runs on this host): on a \
+         machine whose cores are busy, throughput is the inverse of their sum.\n"
     );
+    let _ = writeln!(
+        s,
+        "| workload | hand-written | layercake | throughput ratio [round range] | client CPU / op hand / layercake | Redis CPU / op hand / layercake | L1 hit ratio hand / layercake | L1 entries at the end hand / layercake | errors |\n\
+         |---|---|---|---|---|---|---|---|---|"
+    );
+    let cpu = |m: &crate::harness::Measure, server: bool| match m.cpu {
+        Some(c) if !server => fmt_ns(c.client_ns),
+        Some(c) => c.server_ns.map_or_else(|| "—".to_owned(), fmt_ns),
+        None => "—".to_owned(),
+    };
     for r in &results.glue {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | **{:.2}×** [{:.2}–{:.2}] | {:.3} / {:.3} | {} / {} | {} |",
+            "| {} | {} | {} | **{:.2}×** [{:.2}–{:.2}] | {} / {} | {} / {} | {:.3} / {:.3} | {} / {} | {} |",
             r.workload,
             fmt_rate(r.hand.ops_per_sec()),
             fmt_rate(r.layercake.ops_per_sec()),
             1.0 / r.ratio.value,
             1.0 / r.ratio.hi,
             1.0 / r.ratio.lo,
+            cpu(&r.hand, false),
+            cpu(&r.layercake, false),
+            cpu(&r.hand, true),
+            cpu(&r.layercake, true),
             r.hand_hit_ratio,
             r.layercake_hit_ratio,
             r.hand_entries,

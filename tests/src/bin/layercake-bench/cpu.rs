@@ -1,0 +1,132 @@
+//! CPU time spent per operation, beside the wall-clock figures: this process's (every thread's
+//! run time) and, when the server is on this host, the Redis server's. On a CPU-bound machine
+//! throughput is the inverse of the CPU an operation costs all processes together, and the
+//! client / server split says whose time a difference is.
+//!
+//! Read from `/proc/<pid>/task/*/schedstat` (nanoseconds a thread has run); elsewhere than
+//! Linux, or for a server on another host, the figures are absent.
+
+use std::time::Duration;
+
+/// Nanoseconds every thread of process `pid` (`"self"` for this one) has run, if readable.
+fn run_time_ns(pid: &str) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// What to read around each timed batch: this process, and the server's pid if known.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuProbe {
+    server: Option<u32>,
+}
+
+/// CPU read at one instant (see [`CpuProbe::now`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuReading {
+    client: Option<u64>,
+    server: Option<u64>,
+}
+
+/// CPU time per operation of one side.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuPerOp {
+    /// This process, nanoseconds per operation.
+    pub(crate) client_ns: f64,
+    /// The server, nanoseconds per operation, when it runs on this host.
+    pub(crate) server_ns: Option<f64>,
+}
+
+/// Sums of CPU time over the timed batches of one side.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuTotals {
+    client_ns: u64,
+    server_ns: Option<u64>,
+    ops: u64,
+    complete: bool,
+}
+
+impl CpuProbe {
+    /// A probe of this process and of the server with process id `server`.
+    pub(crate) fn new(server: Option<u32>) -> CpuProbe {
+        CpuProbe { server }
+    }
+
+    /// Read both now.
+    pub(crate) fn now(&self) -> CpuReading {
+        CpuReading {
+            client: run_time_ns("self"),
+            server: self.server.and_then(|p| run_time_ns(&p.to_string())),
+        }
+    }
+}
+
+impl CpuTotals {
+    /// Start counting (complete until a reading fails).
+    pub(crate) fn new() -> CpuTotals {
+        CpuTotals {
+            complete: true,
+            ..CpuTotals::default()
+        }
+    }
+
+    /// Add one batch of `ops` operations, read before and after.
+    pub(crate) fn add(&mut self, before: CpuReading, after: CpuReading, ops: u64) {
+        match (before.client, after.client) {
+            (Some(b), Some(a)) => self.client_ns += a.saturating_sub(b),
+            _ => self.complete = false,
+        }
+        self.server_ns = match (self.server_ns, before.server, after.server) {
+            (s, Some(b), Some(a)) if s.is_some() || self.ops == 0 => {
+                Some(s.unwrap_or(0) + a.saturating_sub(b))
+            }
+            _ => None,
+        };
+        self.ops += ops;
+    }
+
+    /// The averages, if every reading succeeded.
+    pub(crate) fn per_op(&self) -> Option<CpuPerOp> {
+        if !self.complete || self.ops == 0 {
+            return None;
+        }
+        let ops = self.ops as f64;
+        Some(CpuPerOp {
+            client_ns: self.client_ns as f64 / ops,
+            server_ns: self.server_ns.map(|s| s as f64 / ops),
+        })
+    }
+}
+
+/// The process id of the Redis server at `url`, when it runs on this host (`INFO server`'s
+/// `process_id`, for a loopback address only).
+pub(crate) async fn local_redis_pid(url: &str) -> Option<u32> {
+    let client = redis::Client::open(url).ok()?;
+    let info = client.get_connection_info();
+    let host = match info.addr() {
+        redis::ConnectionAddr::Tcp(h, _) => h.clone(),
+        _ => return None,
+    };
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1" | "[::1]") {
+        return None;
+    }
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let text: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+}
