@@ -6,10 +6,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use layercake_core::envelope;
 use layercake_core::{
-    Backend, Bytes, Capability, Entry, Error, ErrorKind, FillOutcome, Key, Result, Selector,
-    Tombstone, async_trait,
+    Backend, Bytes, Capability, Entry, EnvelopeLimits, Error, ErrorKind, FillOutcome, Key, Result,
+    Selector, Tombstone, async_trait,
 };
 use redis::{Cmd, Value};
+
+/// An entry's envelope as one command argument, written into the command's own buffer (its
+/// size already checked by [`envelope::measure`]).
+struct EnvelopeArg<'a> {
+    key: &'a Key,
+    entry: &'a Entry,
+    limits: &'a EnvelopeLimits,
+}
+
+impl redis::ToRedisArgs for EnvelopeArg<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        let mut w = out.writer_for_next_arg();
+        // Measured before (the limits hold), and writing into the command's buffer cannot fail.
+        let _ = envelope::encode_into(self.key, self.entry, self.limits, &mut w);
+    }
+}
 
 use crate::coalesce::{Coalescer, Route};
 use crate::config::RedisConfig;
@@ -178,23 +197,35 @@ impl RedisBackend {
         let _ = self.inner.redis.cmd::<()>("UNLINK", &c).await;
     }
 
-    /// The commands that write `entry` (or remove an expired one), each with its routing key.
-    fn write_cmds(&self, key: &Key, entry: &Entry, out: &mut Vec<(String, Cmd)>) -> Result<()> {
-        let rk = self.inner.layout.entry(key);
+    /// The command that writes `entry`'s own key (`SET … PX`), with the milliseconds it has
+    /// left; `UNLINK` and `None` for an entry with none left.
+    fn entry_cmd(&self, key: &Key, entry: &Entry) -> Result<(Cmd, Option<u64>)> {
+        let layout = &self.inner.layout;
         let ttl = entry.remaining(self.inner.config.clock.now());
         let ms = ttl.as_millis().min(i64::MAX as u128) as u64;
         if ms == 0 {
-            let mut c = redis::cmd("UNLINK");
-            c.arg(&rk);
-            out.push((rk, c));
-            return Ok(());
+            let mut c = Cmd::with_capacity(2, 6 + layout.entry_len(key));
+            c.arg("UNLINK").arg(layout.entry_arg(key));
+            return Ok((c, None));
         }
-        let bytes = envelope::encode_with_limits(key, entry, &self.inner.config.limits)
-            .map_err(|e| e.with_backend(BACKEND))?;
-        // Sized up front: the command's buffer is written once, not grown argument by argument.
-        let mut c = Cmd::with_capacity(5, 3 + rk.len() + bytes.len() + 2 + 20);
-        c.arg("SET").arg(&rk).arg(bytes).arg("PX").arg(ms);
-        out.push((rk, c));
+        let limits = &self.inner.config.limits;
+        let size = envelope::measure(key, entry, limits).map_err(|e| e.with_backend(BACKEND))?;
+        // Sized up front, and the envelope written straight into it: the command's buffer is
+        // written once, not grown argument by argument, and the payload copied once.
+        let mut c = Cmd::with_capacity(5, 3 + layout.entry_len(key) + size + 2 + 20);
+        c.arg("SET")
+            .arg(layout.entry_arg(key))
+            .arg(EnvelopeArg { key, entry, limits })
+            .arg("PX")
+            .arg(ms);
+        Ok((c, Some(ms)))
+    }
+
+    /// The commands that write `entry` (or remove an expired one), each with its routing key.
+    fn write_cmds(&self, key: &Key, entry: &Entry, out: &mut Vec<(String, Cmd)>) -> Result<()> {
+        let (c, ms) = self.entry_cmd(key, entry)?;
+        out.push((self.inner.layout.entry(key), c));
+        let Some(ms) = ms else { return Ok(()) };
         for t in entry.tags.iter() {
             let tk = self.inner.layout.tag(t);
             let mut sadd = redis::cmd("SADD");
@@ -421,6 +452,11 @@ impl Backend for RedisBackend {
     }
 
     async fn set(&self, key: &Key, entry: &Entry) -> Result<()> {
+        if entry.tags.is_empty() {
+            // One command: no routing key, no list of commands.
+            let (c, _) = self.entry_cmd(key, entry)?;
+            return self.inner.redis.cmd::<()>("SET", &c).await;
+        }
         let mut cmds = Vec::with_capacity(1 + 3 * entry.tags.len());
         self.write_cmds(key, entry, &mut cmds)?;
         if cmds.len() == 1 {
