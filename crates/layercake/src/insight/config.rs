@@ -76,13 +76,13 @@ impl Default for InsightConfig {
 
 impl InsightConfig {
     /// The defaults: miss reasons on with 65 536 ghost slots per tier, a hot-set sample of
-    /// one read in 8 into at most 65 536 candidate keys, no targets, no hot-set file.
+    /// one read in 16 into at most 65 536 candidate keys, no targets, no hot-set file.
     pub fn new() -> InsightConfig {
         InsightConfig {
             miss_reasons: true,
             ghost_slots: 1 << 16,
             hot_candidates: 1 << 16,
-            sample_every: 8,
+            sample_every: 16,
             targets: Vec::new(),
             hot_set_file: None,
             miss_report_file: None,
