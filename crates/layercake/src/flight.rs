@@ -12,11 +12,11 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use layercake_core::{Key, Result, Selector};
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::lookup::Source;
 
@@ -34,9 +34,21 @@ pub(crate) struct Loaded {
 /// A flight's shared result.
 pub(crate) type Shared = Result<Loaded>;
 
+/// A flight: its result once published, and what its waiters wait on.
+///
+/// The leader publishes by filling `result` and setting `ended`, or abandons by setting
+/// `ended` alone, then wakes the waiters (`notify`) — only if one ever waited: a flight nobody
+/// waited for (most of them: a read that finds the key in a shared tier) ends without a
+/// wake-up. A waiter arms its wake-up and counts itself before it looks at `ended`, and the
+/// leader sets `ended` before it reads the count (both sequentially consistent), so either
+/// the waiter sees the end or the leader sees the waiter: no wake-up is missed.
 #[derive(Debug)]
 pub(crate) struct FlightState {
-    rx: watch::Receiver<Option<Shared>>,
+    result: Mutex<Option<Shared>>,
+    ended: AtomicBool,
+    notify: Notify,
+    /// Waits begun on the flight (never decremented: only "none" matters).
+    waiting: AtomicUsize,
     /// Set when the key is written, deleted or invalidated while the load runs: the loaded
     /// value must not be written to the tiers (it may be older than what was written).
     pub(crate) superseded: AtomicBool,
@@ -55,7 +67,6 @@ pub(crate) enum Role {
 
 /// Owned by whoever currently drives the flight (the leading caller, then the load task).
 pub(crate) struct LeaderHandle {
-    tx: watch::Sender<Option<Shared>>,
     pub(crate) state: Arc<FlightState>,
     flights: Arc<Flights>,
     key: Key,
@@ -66,7 +77,8 @@ impl LeaderHandle {
     /// Publish the result to every waiter and remove the flight.
     pub(crate) fn complete(self, result: Shared) {
         self.flights.remove(&self.key, self.state.id);
-        let _ = self.tx.send(Some(result));
+        *self.state.result.lock() = Some(result);
+        self.state.end();
     }
 
     /// Offer a stale copy to waiters whose soft timeout passes.
@@ -77,29 +89,44 @@ impl LeaderHandle {
 
 impl Drop for LeaderHandle {
     fn drop(&mut self) {
-        // Completed, or abandoned (the leader was cancelled, or its task aborted): either way
-        // the flight leaves the map; waiters of an abandoned flight see the sender dropped.
-        self.flights.remove(&self.key, self.state.id);
+        // Abandoned (the leader was cancelled, or its task aborted) unless it completed: the
+        // flight leaves the map and its waiters find it ended without a result.
+        if !self.state.ended.load(Ordering::Acquire) {
+            self.flights.remove(&self.key, self.state.id);
+            self.state.end();
+        }
+    }
+}
+
+impl FlightState {
+    /// Mark the flight ended (its result, if any, already in place) and wake its waiters.
+    fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
     }
 }
 
 /// Waits for a flight's result.
 #[derive(Clone)]
 pub(crate) struct Waiter {
-    rx: watch::Receiver<Option<Shared>>,
     state: Arc<FlightState>,
 }
 
 impl Waiter {
     /// The result, or `None` if the flight was abandoned without one (lead again).
-    pub(crate) async fn wait(mut self) -> Option<Shared> {
+    pub(crate) async fn wait(self) -> Option<Shared> {
         loop {
-            if let Some(r) = self.rx.borrow_and_update().clone() {
-                return Some(r);
+            let woken = self.state.notify.notified();
+            tokio::pin!(woken);
+            // Armed and counted before looking: an end after this point wakes it.
+            woken.as_mut().enable();
+            self.state.waiting.fetch_add(1, Ordering::SeqCst);
+            if self.state.ended.load(Ordering::SeqCst) {
+                return self.state.result.lock().clone();
             }
-            if self.rx.changed().await.is_err() {
-                return self.rx.borrow().clone();
-            }
+            woken.await;
         }
     }
 
@@ -128,25 +155,23 @@ impl Flights {
     pub(crate) fn join(self: &Arc<Self>, key: &Key) -> Role {
         let mut map = self.map.lock();
         if let Some(f) = map.get(key) {
-            return Role::Follower(Waiter {
-                rx: f.rx.clone(),
-                state: f.clone(),
-            });
+            return Role::Follower(Waiter { state: f.clone() });
         }
-        let (tx, rx) = watch::channel(None);
         let state = Arc::new(FlightState {
-            rx: rx.clone(),
+            result: Mutex::new(None),
+            ended: AtomicBool::new(false),
+            notify: Notify::new(),
+            waiting: AtomicUsize::new(0),
             superseded: AtomicBool::new(false),
             stale: Mutex::new(None),
             id: self.next.fetch_add(1, Ordering::Relaxed),
         });
         map.insert(key.clone(), state.clone());
         Role::Leader(LeaderHandle {
-            tx,
             state: state.clone(),
             flights: self.clone(),
             key: key.clone(),
-            waiter: Waiter { rx, state },
+            waiter: Waiter { state },
         })
     }
 
