@@ -213,3 +213,79 @@ impl Flights {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key::new("k").unwrap()
+    }
+
+    fn leader(flights: &Arc<Flights>) -> LeaderHandle {
+        match flights.join(&key()) {
+            Role::Leader(h) => h,
+            Role::Follower(_) => panic!("the first caller leads"),
+        }
+    }
+
+    fn follower(flights: &Arc<Flights>) -> Waiter {
+        match flights.join(&key()) {
+            Role::Follower(w) => w,
+            Role::Leader(_) => panic!("a second caller follows"),
+        }
+    }
+
+    fn loaded(n: u32) -> Shared {
+        Ok(Loaded {
+            value: Some(Arc::new(n)),
+            source: Source::Computed,
+        })
+    }
+
+    fn number(r: Option<Shared>) -> Option<u32> {
+        r.and_then(|r| r.ok())
+            .and_then(|l| l.value)
+            .and_then(|v| v.downcast::<u32>().ok())
+            .map(|v| *v)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_waiter_wakes_with_the_result_the_leader_s_own_too() {
+        let flights = Arc::new(Flights::default());
+        let h = leader(&flights);
+        let own = tokio::spawn(h.waiter.clone().wait());
+        let others: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(follower(&flights).wait()))
+            .collect();
+        tokio::task::yield_now().await;
+        h.complete(loaded(7));
+        assert_eq!(number(own.await.unwrap()), Some(7));
+        for o in others {
+            assert_eq!(number(o.await.unwrap()), Some(7));
+        }
+        assert_eq!(flights.len(), 0);
+        // A wait begun after the end returns at once.
+        assert!(matches!(flights.join(&key()), Role::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_flight_ends_its_waiters_without_a_result() {
+        let flights = Arc::new(Flights::default());
+        let h = leader(&flights);
+        let w = tokio::spawn(follower(&flights).wait());
+        tokio::task::yield_now().await;
+        drop(h);
+        assert!(w.await.unwrap().is_none(), "the waiter leads again");
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_flight_nobody_waited_for_ends_quietly_and_a_late_waiter_sees_it() {
+        let flights = Arc::new(Flights::default());
+        let h = leader(&flights);
+        let late = h.waiter.clone();
+        h.complete(loaded(3));
+        assert_eq!(number(late.wait().await), Some(3));
+    }
+}
