@@ -11,7 +11,7 @@ use layercake_core::{Entry, Key, Promotion, TierSet, Timestamp};
 use crate::cache::Cache;
 use crate::coherence::epochs::Snapshot;
 use crate::telemetry::OpScope;
-use crate::tier::Tier;
+use crate::tier::{Scope, Tier};
 use crate::write::{How, cap_lifetime};
 
 /// What a promotion needs from the read that found the entry.
@@ -63,25 +63,46 @@ impl Cache {
         now: Timestamp,
         skip: impl Fn(&Tier) -> bool,
     ) -> Vec<(&'a Tier, Entry)> {
-        let Some(upto) = promotion_upto(found, upgrade_l1) else {
-            return Vec::new();
-        };
+        self.promotion_targets(key, entry, found, upgrade_l1, decoded, now, skip)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// [`promotion_plan`](Self::promotion_plan) as it is computed, without collecting it.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the hit (key, entry, tier, decoded value) and the read's time and exclusions"
+    )]
+    fn promotion_targets<'a, 'b>(
+        &'a self,
+        key: &'b Key,
+        entry: &'b Entry,
+        found: usize,
+        upgrade_l1: bool,
+        decoded: Option<&'b Arc<dyn Any + Send + Sync>>,
+        now: Timestamp,
+        skip: impl Fn(&Tier) -> bool + 'b,
+    ) -> Option<impl Iterator<Item = (&'a Tier, Entry)> + 'b>
+    where
+        'a: 'b,
+    {
+        let upto = promotion_upto(found, upgrade_l1)?;
         let d = self
             .inner
             .decide(key, entry.value.len(), entry.is_negative());
-        let Some(copy) = promotion_copy(entry, d.promotion, now) else {
-            return Vec::new();
-        };
-        self.inner.tiers[..upto.min(self.inner.tiers.len())]
-            .iter()
-            .filter(|t| {
-                d.tiers.contains(t.position)
-                    && !self.call.skip.contains(t.position)
-                    && !skip(t)
-                    && !self.inner.repairs.skips_entry(t.position, key, &entry.tags)
-            })
-            .map(|t| (t, self.tier_copy(t, &copy, now, decoded)))
-            .collect()
+        let copy = promotion_copy(entry, d.promotion, now)?;
+        Some(
+            self.inner.tiers[..upto.min(self.inner.tiers.len())]
+                .iter()
+                .filter(move |t| {
+                    d.tiers.contains(t.position)
+                        && !self.call.skip.contains(t.position)
+                        && !skip(t)
+                        && !self.inner.repairs.skips_entry(t.position, key, &entry.tags)
+                })
+                .map(move |t| (t, self.tier_copy(t, &copy, now, decoded))),
+        )
     }
 
     /// Promote after a read: fill the tiers of the plan (skipping those that failed during
@@ -102,18 +123,43 @@ impl Cache {
         scope: &OpScope<'_>,
         fill: Fill,
     ) {
-        let plan = self.promotion_plan(key, entry, found, upgrade_l1, decoded.as_ref(), now, |t| {
-            fill.failed.contains(t.position) || t.is_open()
-        });
-        let tel = &self.inner.telemetry;
-        let jobs = plan.into_iter().map(|(t, e)| async move {
-            let stored = self.write_to(t, key, e, How::Fill(fill.snap)).await;
-            crate::log::fill(tel, t.position, &stored);
-            if let Ok(true) = stored {
-                tel.promoted(t.position);
-                scope.event("promotion", t.position);
+        let Some(plan) =
+            self.promotion_targets(key, entry, found, upgrade_l1, decoded.as_ref(), now, |t| {
+                fill.failed.contains(t.position) || t.is_open()
+            })
+        else {
+            return;
+        };
+        // The in-process tiers are written at once (their write never waits), the others
+        // together; the common promotion (an L2 hit into a memory L1) allocates no list.
+        let mut others = Vec::new();
+        for (t, e) in plan {
+            if t.scope == Scope::Process && t.memory().is_some() {
+                self.promote_into(t, key, e, fill.snap, scope).await;
+            } else {
+                others.push(self.promote_into(t, key, e, fill.snap, scope));
             }
-        });
-        join_all(jobs).await;
+        }
+        if !others.is_empty() {
+            join_all(others).await;
+        }
+    }
+
+    /// Fill one tier of a promotion and account for it.
+    async fn promote_into(
+        &self,
+        t: &Tier,
+        key: &Key,
+        e: Entry,
+        snap: Snapshot,
+        scope: &OpScope<'_>,
+    ) {
+        let tel = &self.inner.telemetry;
+        let stored = self.write_to(t, key, e, How::Fill(snap)).await;
+        crate::log::fill(tel, t.position, &stored);
+        if let Ok(true) = stored {
+            tel.promoted(t.position);
+            scope.event("promotion", t.position);
+        }
     }
 }
