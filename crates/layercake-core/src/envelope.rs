@@ -140,7 +140,8 @@ pub fn encode_with_limits(key: &Key, entry: &Entry, limits: &EnvelopeLimits) -> 
 
 /// [`encode_with_limits`] written into `out` (a client's command buffer, say) instead of a
 /// buffer of its own: the same bytes, one copy fewer. Checked against `limits` before anything
-/// is written (an error leaves `out` as it was); returns the length written.
+/// is written (a limit exceeded leaves `out` as it was; a writer that fails midway keeps what
+/// it took, and the error says so); returns the length written.
 ///
 /// ```
 /// use layercake_core::{envelope, Entry, EnvelopeLimits, Key, Timestamp};
