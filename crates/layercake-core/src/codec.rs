@@ -221,9 +221,6 @@ impl Codec {
     /// leaving it up to twice the value's size.
     pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Encoded> {
         let format = self.format;
-        if format == Format::Raw {
-            return Err(Error::codec("the raw format cannot serialize typed values"));
-        }
         let bytes = SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
                 buf.clear();

@@ -6,8 +6,6 @@
 //! Read from `/proc/<pid>/task/*/schedstat` (nanoseconds a thread has run); elsewhere than
 //! Linux, or for a server on another host, the figures are absent.
 
-use std::time::Duration;
-
 /// Nanoseconds every thread of process `pid` (`"self"` for this one) has run, if readable.
 fn run_time_ns(pid: &str) -> Option<u64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
@@ -41,13 +39,13 @@ pub(crate) struct CpuPerOp {
     pub(crate) server_ns: Option<f64>,
 }
 
-/// Sums of CPU time over the timed batches of one side.
-#[derive(Debug, Clone, Copy, Default)]
+/// Sums of CPU time over the timed batches of one side; a sum is dropped once one of its
+/// readings fails.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct CpuTotals {
-    client_ns: u64,
+    client_ns: Option<u64>,
     server_ns: Option<u64>,
     ops: u64,
-    complete: bool,
 }
 
 impl CpuProbe {
@@ -66,61 +64,52 @@ impl CpuProbe {
 }
 
 impl CpuTotals {
-    /// Start counting (complete until a reading fails).
+    /// Start counting.
     pub(crate) fn new() -> CpuTotals {
         CpuTotals {
-            complete: true,
-            ..CpuTotals::default()
+            client_ns: Some(0),
+            server_ns: Some(0),
+            ops: 0,
         }
     }
 
     /// Add one batch of `ops` operations, read before and after.
     pub(crate) fn add(&mut self, before: CpuReading, after: CpuReading, ops: u64) {
-        match (before.client, after.client) {
-            (Some(b), Some(a)) => self.client_ns += a.saturating_sub(b),
-            _ => self.complete = false,
-        }
-        self.server_ns = match (self.server_ns, before.server, after.server) {
-            (s, Some(b), Some(a)) if s.is_some() || self.ops == 0 => {
-                Some(s.unwrap_or(0) + a.saturating_sub(b))
-            }
-            _ => None,
-        };
+        let spent =
+            |sum: Option<u64>, b: Option<u64>, a: Option<u64>| Some(sum? + a?.saturating_sub(b?));
+        self.client_ns = spent(self.client_ns, before.client, after.client);
+        self.server_ns = spent(self.server_ns, before.server, after.server);
         self.ops += ops;
     }
 
-    /// The averages, if every reading succeeded.
+    /// The averages, if every reading of this process succeeded.
     pub(crate) fn per_op(&self) -> Option<CpuPerOp> {
-        if !self.complete || self.ops == 0 {
+        let client = self.client_ns?;
+        if self.ops == 0 {
             return None;
         }
         let ops = self.ops as f64;
         Some(CpuPerOp {
-            client_ns: self.client_ns as f64 / ops,
+            client_ns: client as f64 / ops,
             server_ns: self.server_ns.map(|s| s as f64 / ops),
         })
     }
 }
 
-/// The process id of the Redis server at `url`, when it runs on this host (`INFO server`'s
-/// `process_id`, for a loopback address only).
-pub(crate) async fn local_redis_pid(url: &str) -> Option<u32> {
-    let client = redis::Client::open(url).ok()?;
-    let info = client.get_connection_info();
-    let host = match info.addr() {
-        redis::ConnectionAddr::Tcp(h, _) => h.clone(),
-        _ => return None,
+/// The process id of the Redis server at `url`, reached through `conn`, when it runs on this
+/// host (`INFO server`'s `process_id`, for a loopback address only).
+pub(crate) async fn local_redis_pid(
+    url: &str,
+    conn: &redis::aio::ConnectionManager,
+) -> Option<u32> {
+    let info = redis::Client::open(url).ok()?.get_connection_info().clone();
+    let redis::ConnectionAddr::Tcp(host, _) = info.addr() else {
+        return None;
     };
     if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1" | "[::1]") {
         return None;
     }
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let mut conn = conn.clone();
     let text: String = redis::cmd("INFO")
         .arg("server")
         .query_async(&mut conn)

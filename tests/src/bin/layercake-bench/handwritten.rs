@@ -361,7 +361,8 @@ async fn measure(quick: bool) -> Result<Out> {
         rows: Vec::new(),
         notes: Vec::new(),
     };
-    let result = measure_all(&plans, &redis, &manager, &hw_prefix, &mut out).await;
+    let cpu = CpuProbe::new(local_redis_pid(&url, &manager).await);
+    let result = measure_all(&plans, &redis, &manager, &hw_prefix, cpu, &mut out).await;
     // Clean up whatever happened.
     let _ = redis.clear().await;
     let _ = unlink_prefix(&manager, &hw_prefix).await;
@@ -374,6 +375,7 @@ async fn measure_all(
     redis: &Arc<RedisBackend>,
     manager: &redis::aio::ConnectionManager,
     hw_prefix: &str,
+    cpu: CpuProbe,
     out: &mut Out,
 ) -> Result<()> {
     let l1_bytes = l1_bytes_for_entries().await?;
@@ -420,7 +422,6 @@ async fn measure_all(
             false,
         ),
     ];
-    let cpu = CpuProbe::new(local_redis_pid(&require_redis()).await);
     for (id, label, ops, judged) in shapes {
         let ops = Arc::new(ops);
         let lc_work = Work {
