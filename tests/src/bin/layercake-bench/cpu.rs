@@ -3,8 +3,14 @@
 //! throughput is the inverse of the CPU an operation costs all processes together, and the
 //! client / server split says whose time a difference is.
 //!
-//! Read from `/proc/<pid>/task/*/schedstat` (nanoseconds a thread has run); elsewhere than
-//! Linux, or for a server on another host, the figures are absent.
+//! Beside the time, the read and write system calls of this process per operation (from
+//! `/proc/self/io`): on a loopback connection a `write` costs more than the bytes it carries
+//! (the kernel delivers the segment to the receiver within the call), so how many commands a
+//! client puts into one write is a large part of its CPU.
+//!
+//! Read from `/proc/<pid>/task/*/schedstat` (nanoseconds a thread has run) and
+//! `/proc/<pid>/io`; elsewhere than Linux, or for a server on another host, the figures are
+//! absent.
 
 /// Nanoseconds every thread of process `pid` (`"self"` for this one) has run, if readable.
 fn run_time_ns(pid: &str) -> Option<u64> {
@@ -15,6 +21,17 @@ fn run_time_ns(pid: &str) -> Option<u64> {
         total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(total)
+}
+
+/// Read and write system calls process `pid` has made (`syscr + syscw` of `/proc/<pid>/io`).
+fn syscalls(pid: &str) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some(field("syscr:")? + field("syscw:")?)
 }
 
 /// What to read around each timed batch: this process, and the server's pid if known.
@@ -28,6 +45,7 @@ pub(crate) struct CpuProbe {
 pub(crate) struct CpuReading {
     client: Option<u64>,
     server: Option<u64>,
+    syscalls: Option<u64>,
 }
 
 /// CPU time per operation of one side.
@@ -37,6 +55,8 @@ pub(crate) struct CpuPerOp {
     pub(crate) client_ns: f64,
     /// The server, nanoseconds per operation, when it runs on this host.
     pub(crate) server_ns: Option<f64>,
+    /// Read and write system calls of this process per operation.
+    pub(crate) syscalls: Option<f64>,
 }
 
 /// Sums of CPU time over the timed batches of one side; a sum is dropped once one of its
@@ -45,6 +65,7 @@ pub(crate) struct CpuPerOp {
 pub(crate) struct CpuTotals {
     client_ns: Option<u64>,
     server_ns: Option<u64>,
+    syscalls: Option<u64>,
     ops: u64,
 }
 
@@ -59,6 +80,7 @@ impl CpuProbe {
         CpuReading {
             client: run_time_ns("self"),
             server: self.server.and_then(|p| run_time_ns(&p.to_string())),
+            syscalls: syscalls("self"),
         }
     }
 }
@@ -69,6 +91,7 @@ impl CpuTotals {
         CpuTotals {
             client_ns: Some(0),
             server_ns: Some(0),
+            syscalls: Some(0),
             ops: 0,
         }
     }
@@ -79,6 +102,7 @@ impl CpuTotals {
             |sum: Option<u64>, b: Option<u64>, a: Option<u64>| Some(sum? + a?.saturating_sub(b?));
         self.client_ns = spent(self.client_ns, before.client, after.client);
         self.server_ns = spent(self.server_ns, before.server, after.server);
+        self.syscalls = spent(self.syscalls, before.syscalls, after.syscalls);
         self.ops += ops;
     }
 
@@ -92,6 +116,7 @@ impl CpuTotals {
         Some(CpuPerOp {
             client_ns: client as f64 / ops,
             server_ns: self.server_ns.map(|s| s as f64 / ops),
+            syscalls: self.syscalls.map(|s| s as f64 / ops),
         })
     }
 }

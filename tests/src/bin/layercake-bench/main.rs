@@ -60,7 +60,7 @@ struct Args {
     out: PathBuf,
     /// Only these sections (comma-separated): l1, remote, file, hybrid, set, codec, otel, insight,
     /// workloads, stampede, handwritten, memory.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     only: Vec<String>,
     /// The Tokio runtime the benchmark runs on (see docs/benchmarks.md, "How it measures").
     #[arg(long, value_enum, default_value_t = RuntimeKind::Current)]
@@ -156,6 +156,22 @@ impl Plans {
         }
     }
 }
+
+/// The sections `--only` accepts (a misspelt one is refused rather than running nothing).
+const SECTIONS: [&str; 12] = [
+    "l1",
+    "remote",
+    "file",
+    "hybrid",
+    "set",
+    "codec",
+    "otel",
+    "insight",
+    "workloads",
+    "stampede",
+    "handwritten",
+    "memory",
+];
 
 /// Set in the environment of the re-executed benchmark (see [`steady_allocator`]).
 pub(crate) const MALLOC_MARK: &str = "LAYERCAKE_BENCH_MALLOC";

@@ -383,22 +383,29 @@ fn glue_section(s: &mut String, results: &Results) {
         s,
         "The CPU columns are the time each side's operations cost, per operation, in this \
          process (all threads) and in the Redis server (when it runs on this host): on a \
-         machine whose cores are busy, throughput is the inverse of their sum.\n"
+         machine whose cores are busy, throughput is the inverse of their sum. The system \
+         calls are this process's reads and writes per operation (the reading of the counters \
+         adds a few per batch of thousands of operations).\n"
     );
     let _ = writeln!(
         s,
-        "| workload | hand-written | layercake | throughput ratio [round range] | client CPU / op hand / layercake | Redis CPU / op hand / layercake | L1 hit ratio hand / layercake | L1 entries at the end hand / layercake | errors |\n\
-         |---|---|---|---|---|---|---|---|---|"
+        "| workload | hand-written | layercake | throughput ratio [round range] | client CPU / op hand / layercake | Redis CPU / op hand / layercake | system calls / op hand / layercake | L1 hit ratio hand / layercake | L1 entries at the end hand / layercake | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
     );
     let cpu = |m: &crate::harness::Measure, server: bool| match m.cpu {
         Some(c) if !server => fmt_ns(c.client_ns),
         Some(c) => c.server_ns.map_or_else(|| "—".to_owned(), fmt_ns),
         None => "—".to_owned(),
     };
+    let calls = |m: &crate::harness::Measure| {
+        m.cpu
+            .and_then(|c| c.syscalls)
+            .map_or_else(|| "—".to_owned(), |n| format!("{n:.2}"))
+    };
     for r in &results.glue {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | **{:.2}×** [{:.2}–{:.2}] | {} / {} | {} / {} | {:.3} / {:.3} | {} / {} | {} |",
+            "| {} | {} | {} | **{:.2}×** [{:.2}–{:.2}] | {} / {} | {} / {} | {} / {} | {:.3} / {:.3} | {} / {} | {} |",
             r.workload,
             fmt_rate(r.hand.ops_per_sec()),
             fmt_rate(r.layercake.ops_per_sec()),
@@ -409,6 +416,8 @@ fn glue_section(s: &mut String, results: &Results) {
             cpu(&r.layercake, false),
             cpu(&r.hand, true),
             cpu(&r.layercake, true),
+            calls(&r.hand),
+            calls(&r.layercake),
             r.hand_hit_ratio,
             r.layercake_hit_ratio,
             r.hand_entries,
