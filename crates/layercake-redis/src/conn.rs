@@ -443,34 +443,49 @@ impl Redis {
                 lease.settle(matches!(&r, Err(e) if e.is_timeout()));
                 Ok(r)
             }
+            // Boxed: the pool's checkout future is most of the size of this one, and the
+            // default (multiplexed) mode would otherwise carry it in every request's future
+            // (the allocator serves small futures from its per-thread cache, large ones from
+            // the shared arena).
             Conn::Pool(p, last_error) => {
-                let (mut conn, broken) = loop {
-                    let pc = p.get().await.map_err(|e| match e {
-                        // Waited because no connection could be opened: say why.
-                        bb8::RunError::TimedOut => match PoolManager::last_error(last_error) {
-                            // Once connected, a failed reconnect is an outage (a server
-                            // restarting may reset a handshake), whatever it looked like.
-                            Some(cause) if self.is_connected() => {
-                                connect_err_at(cause, &self.addr).with_temporary(true)
-                            }
-                            Some(cause) => connect_err_at(cause, &self.addr),
-                            None => map_pool_err(e, self.pool_wait, &self.addr),
-                        },
-                        e => map_pool_err(e, self.pool_wait, &self.addr),
-                    })?;
-                    if pc.broken.load(Ordering::Relaxed) {
-                        // Returned as broken: bb8 drops it and opens a replacement.
-                        continue;
-                    }
-                    break (pc.conn.clone(), pc.broken.clone());
-                };
-                let lease = Lease::new(&*broken, deadline);
-                let r = req.send(&mut conn).await;
-                lease.settle(matches!(&r, Err(e) if breaks_connection(e)));
-                Ok(r)
+                Box::pin(self.attempt_pooled(p, last_error, req, deadline)).await
             }
             Conn::Cluster(c) => Ok(req.send(&mut c.clone()).await),
         }
+    }
+
+    /// [`attempt`](Redis::attempt) on a connection checked out of the pool `p`.
+    async fn attempt_pooled<T: FromRedisValue>(
+        &self,
+        p: &bb8::Pool<PoolManager>,
+        last_error: &Mutex<Option<RedisError>>,
+        req: Req<'_>,
+        deadline: Instant,
+    ) -> Result<RedisResult<T>> {
+        let (mut conn, broken) = loop {
+            let pc = p.get().await.map_err(|e| match e {
+                // Waited because no connection could be opened: say why.
+                bb8::RunError::TimedOut => match PoolManager::last_error(last_error) {
+                    // Once connected, a failed reconnect is an outage (a server
+                    // restarting may reset a handshake), whatever it looked like.
+                    Some(cause) if self.is_connected() => {
+                        connect_err_at(cause, &self.addr).with_temporary(true)
+                    }
+                    Some(cause) => connect_err_at(cause, &self.addr),
+                    None => map_pool_err(e, self.pool_wait, &self.addr),
+                },
+                e => map_pool_err(e, self.pool_wait, &self.addr),
+            })?;
+            if pc.broken.load(Ordering::Relaxed) {
+                // Returned as broken: bb8 drops it and opens a replacement.
+                continue;
+            }
+            break (pc.conn.clone(), pc.broken.clone());
+        };
+        let lease = Lease::new(&*broken, deadline);
+        let r = req.send(&mut conn).await;
+        lease.settle(matches!(&r, Err(e) if breaks_connection(e)));
+        Ok(r)
     }
 
     /// Run commands as pipelines: one in standalone mode, one per slot (concurrently) in
