@@ -389,8 +389,8 @@ fn glue_section(s: &mut String, results: &Results) {
     );
     let _ = writeln!(
         s,
-        "| workload | hand-written | layercake | throughput ratio [round range] | client CPU / op hand / layercake | Redis CPU / op hand / layercake | system calls / op hand / layercake | L1 hit ratio hand / layercake | L1 entries at the end hand / layercake | errors |\n\
-         |---|---|---|---|---|---|---|---|---|---|"
+        "| workload | hand-written | layercake | throughput ratio [round range] | client CPU / op hand / layercake | Redis CPU / op hand / layercake | system calls / op hand / layercake | L1 hit ratio hand / layercake | L1 entries at the end hand / layercake | values computed hand / layercake | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|"
     );
     let cpu = |m: &crate::harness::Measure, server: bool| match m.cpu {
         Some(c) if !server => fmt_ns(c.client_ns),
@@ -405,7 +405,7 @@ fn glue_section(s: &mut String, results: &Results) {
     for r in &results.glue {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | **{:.2}×** [{:.2}–{:.2}] | {} / {} | {} / {} | {} / {} | {:.3} / {:.3} | {} / {} | {} |",
+            "| {} | {} | {} | **{:.2}×** [{:.2}–{:.2}] | {} / {} | {} / {} | {} / {} | {:.3} / {:.3} | {} / {} | {} / {} | {} |",
             r.workload,
             fmt_rate(r.hand.ops_per_sec()),
             fmt_rate(r.layercake.ops_per_sec()),
@@ -422,6 +422,8 @@ fn glue_section(s: &mut String, results: &Results) {
             r.layercake_hit_ratio,
             r.hand_entries,
             r.layercake_entries,
+            r.computed.0,
+            r.computed.1,
             r.errors
         );
     }

@@ -180,6 +180,9 @@ pub(crate) struct GlueRow {
     pub(crate) hand_entries: u64,
     /// Entries in layercake's L1 at the end.
     pub(crate) layercake_entries: u64,
+    /// Reads that computed their value (found it in neither tier), hand-written and
+    /// layercake, warm-up included: 0 in the steady state the workload models.
+    pub(crate) computed: (u64, u64),
     /// Operations that failed, both sides.
     pub(crate) errors: u64,
 }
