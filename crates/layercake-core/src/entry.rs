@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::clock::Timestamp;
+use crate::codec::{Compression, Format};
 
 thread_local! {
     /// This thread's shared empty tag list: an entry without tags (most of them) takes a
@@ -21,7 +22,6 @@ fn no_tags() -> Arc<[String]> {
         .try_with(Arc::clone)
         .unwrap_or_else(|_| Arc::from(Vec::<String>::new()))
 }
-use crate::codec::{Compression, Format};
 
 /// Flags stored in the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

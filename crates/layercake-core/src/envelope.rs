@@ -166,18 +166,18 @@ pub fn encode_into<W: std::io::Write + ?Sized>(
         failed: None,
     };
     write_measured(key, entry, &mut sink);
-    let sum = sink.hasher.digest();
-    let r = sink.out.write_all(&sum.to_le_bytes());
-    match sink.failed.map_or(r, Err) {
-        Ok(()) => Ok(total),
-        Err(e) => Err(Error::codec("writing an envelope failed").with_source(e)),
+    match sink.failed {
+        None => Ok(total),
+        Some(e) => Err(Error::codec("writing an envelope failed").with_source(e)),
     }
 }
 
-/// Where [`write_measured`] writes: a buffer that computes its own checksum, or a writer that
-/// is hashed on the way.
+/// Where [`write_measured`] writes: a buffer that computes its checksum at the end, or a
+/// writer hashed on the way.
 trait EnvelopeSink {
+    /// Append `bytes` (covered by the checksum).
     fn put(&mut self, bytes: &[u8]);
+    /// Append the checksum of everything put.
     fn finish(&mut self);
 }
 
@@ -191,23 +191,32 @@ impl EnvelopeSink for Vec<u8> {
     }
 }
 
-/// A writer hashed on the way (the checksum is written by [`encode_into`]).
+/// A writer hashed on the way; the first write error is kept (and nothing more is written).
 struct Hashing<'a, W: std::io::Write + ?Sized> {
     out: &'a mut W,
     hasher: Xxh3,
     failed: Option<std::io::Error>,
 }
 
-impl<W: std::io::Write + ?Sized> EnvelopeSink for Hashing<'_, W> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.hasher.update(bytes);
+impl<W: std::io::Write + ?Sized> Hashing<'_, W> {
+    fn write(&mut self, bytes: &[u8]) {
         if self.failed.is_none()
             && let Err(e) = self.out.write_all(bytes)
         {
             self.failed = Some(e);
         }
     }
-    fn finish(&mut self) {}
+}
+
+impl<W: std::io::Write + ?Sized> EnvelopeSink for Hashing<'_, W> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.write(bytes);
+    }
+    fn finish(&mut self) {
+        let sum = self.hasher.digest();
+        self.write(&sum.to_le_bytes());
+    }
 }
 
 /// Write the envelope of an entry already [`measure`]d: header, key, tags, payload, then (for

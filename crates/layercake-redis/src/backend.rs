@@ -11,6 +11,12 @@ use layercake_core::{
 };
 use redis::{Cmd, Value};
 
+use crate::coalesce::{Coalescer, Route};
+use crate::config::RedisConfig;
+use crate::conn::{Node, Redis};
+use crate::error::BACKEND;
+use crate::keys::{Layout, tag_section_bound, tags_from_head};
+
 /// An entry's envelope as one command argument, written into the command's own buffer (its
 /// size already checked by [`envelope::measure`]).
 struct EnvelopeArg<'a> {
@@ -29,12 +35,6 @@ impl redis::ToRedisArgs for EnvelopeArg<'_> {
         let _ = envelope::encode_into(self.key, self.entry, self.limits, &mut w);
     }
 }
-
-use crate::coalesce::{Coalescer, Route};
-use crate::config::RedisConfig;
-use crate::conn::{Node, Redis};
-use crate::error::BACKEND;
-use crate::keys::{Layout, tag_section_bound, tags_from_head};
 
 /// The Redis tier: entries as envelope bytes under a per-cache key prefix, expired by Redis
 /// itself (`SET … PX`).

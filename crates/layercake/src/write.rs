@@ -228,17 +228,22 @@ impl Cache {
                 .filter(|t| !repairs.skips_entry(t.position, key, &entry.tags))
                 .collect(),
         };
-        let _writing = match how {
-            How::Set => Some(self.inner.epochs.fill_lock(key).read().await),
-            How::Fill(_) => None,
+        // A set holds the key's fill lock across its fan-out, and notes the promotions the
+        // key's stripe let through so far (its second write of the in-process tier depends on
+        // them); a fill needs neither.
+        let (_writing, fills) = match how {
+            How::Set => (
+                Some(self.inner.epochs.fill_lock(key).read().await),
+                Some(self.inner.epochs.fills_mark(key)),
+            ),
+            How::Fill(_) => (None, None),
         };
-        let fills = self.inner.epochs.fills_mark(key);
         let results = join_all(targets.iter().map(|t| {
             let e = self.tier_copy(t, &entry, now, decoded.as_ref());
             self.write_to(t, key, e, how)
         }))
         .await;
-        if let How::Set = how {
+        if let Some(fills) = fills {
             // A read that began after the in-process write but read a slower tier before
             // that tier was written may have promoted the old value: now that every tier has
             // the new value, bump the epoch (a promotion that read before now is refused) and

@@ -127,7 +127,7 @@ pub(crate) async fn local_redis_pid(
     url: &str,
     conn: &redis::aio::ConnectionManager,
 ) -> Option<u32> {
-    let info = redis::Client::open(url).ok()?.get_connection_info().clone();
+    let info = redis::IntoConnectionInfo::into_connection_info(url).ok()?;
     let redis::ConnectionAddr::Tcp(host, _) = info.addr() else {
         return None;
     };
