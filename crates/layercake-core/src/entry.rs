@@ -74,6 +74,10 @@ pub struct Entry {
     /// Flags such as [`EntryFlags::NEGATIVE`].
     pub flags: EntryFlags,
     pub(crate) decoded: Option<Arc<dyn Any + Send + Sync>>,
+    /// A second handle on `value` when it was set from an owned buffer
+    /// ([`with_owned_value`](Entry::with_owned_value)): while `value` still views all of it,
+    /// the payload is the whole of an allocation of exactly its length.
+    pub(crate) whole: Option<Bytes>,
 }
 
 impl Entry {
@@ -100,6 +104,7 @@ impl Entry {
             compression: Compression::None,
             flags: EntryFlags::NONE,
             decoded: None,
+            whole: None,
         }
     }
 
@@ -145,6 +150,46 @@ impl Entry {
     pub fn with_flags(mut self, flags: EntryFlags) -> Entry {
         self.flags = flags;
         self
+    }
+
+    /// Set the payload from an owned buffer, shrunk to its length first (no work when it has
+    /// no spare capacity, as with a buffer from `to_vec`).
+    ///
+    /// The entry then knows that its payload is the whole of an allocation of exactly its
+    /// length, and says so in [`value_is_whole`](Entry::value_is_whole) for as long as `value`
+    /// is not replaced or re-sliced: the memory tier keeps such a payload as it is, where it
+    /// copies any other into an allocation of its own (a view into a larger buffer would keep
+    /// the whole buffer resident, unweighed).
+    ///
+    /// ```
+    /// use layercake_core::{Bytes, Entry, Timestamp};
+    /// use std::time::Duration;
+    /// let mut grown = Vec::with_capacity(64);
+    /// grown.extend_from_slice(b"hello");
+    /// let e = Entry::new(Bytes::new(), Timestamp(0), Duration::from_secs(1)).with_owned_value(grown);
+    /// assert_eq!(&e.value[..], b"hello");
+    /// assert!(e.value_is_whole());
+    /// let mut sliced = e.clone();
+    /// sliced.value = e.value.slice(1..);
+    /// assert!(!sliced.value_is_whole());
+    /// assert!(!Entry::new(&b"hello"[..], Timestamp(0), Duration::from_secs(1)).value_is_whole());
+    /// ```
+    pub fn with_owned_value(mut self, mut value: Vec<u8>) -> Entry {
+        value.shrink_to_fit();
+        self.value = Bytes::from(value);
+        self.whole = Some(self.value.clone());
+        self
+    }
+
+    /// Whether `value` is known to be the whole of an allocation of exactly its length: it was
+    /// set by [`with_owned_value`](Entry::with_owned_value) and not replaced or re-sliced
+    /// since (an empty payload holds no allocation and always is).
+    pub fn value_is_whole(&self) -> bool {
+        self.value.is_empty()
+            || self
+                .whole
+                .as_ref()
+                .is_some_and(|w| w.as_ptr() == self.value.as_ptr() && w.len() == self.value.len())
     }
 
     /// Attach an already decoded value (kept only by in-process tiers).

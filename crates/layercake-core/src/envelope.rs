@@ -347,8 +347,50 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
+/// [`decode_with_limits`] of an envelope the caller owns: the payload is moved to the front of
+/// the buffer, which is then cut to it and becomes the entry's value
+/// ([`Entry::with_owned_value`]: the memory tier keeps it without another copy).
+///
+/// The same contract as [`decode`]; a backend that reads each envelope into a buffer of its own
+/// (a Redis reply) uses this one.
+///
+/// ```
+/// use layercake_core::envelope::{self, EnvelopeLimits};
+/// use layercake_core::{Entry, Key, Timestamp};
+/// use std::time::Duration;
+/// let key = Key::new("k").unwrap();
+/// let entry = Entry::new(&b"payload"[..], Timestamp(1), Duration::from_secs(60));
+/// let bytes = envelope::encode(&key, &entry).unwrap();
+/// let back = envelope::decode_owned(&key, bytes.to_vec(), &EnvelopeLimits::default()).unwrap();
+/// assert_eq!(back, entry);
+/// assert!(back.value_is_whole());
+/// ```
+pub fn decode_owned(expected: &Key, mut bytes: Vec<u8>, limits: &EnvelopeLimits) -> Result<Entry> {
+    let (key_range, payload, entry) = parse(&bytes, limits)?;
+    if bytes[key_range] != *expected.as_bytes() {
+        return Err(Error::corrupt(
+            "envelope holds another key's entry (key mismatch)",
+        ));
+    }
+    let len = payload.len();
+    bytes.copy_within(payload, 0);
+    bytes.truncate(len);
+    Ok(entry.with_owned_value(bytes))
+}
+
 fn decode_parts(bytes: Bytes, limits: &EnvelopeLimits) -> Result<(Bytes, Entry)> {
-    let h = peek_header(&bytes)?;
+    let (key_range, payload, mut entry) = parse(&bytes, limits)?;
+    entry.value = bytes.slice(payload);
+    Ok((bytes.slice(key_range), entry))
+}
+
+/// Check an envelope and read its fields: the key's and the payload's ranges in `bytes`, and
+/// the entry without its payload.
+fn parse(
+    bytes: &[u8],
+    limits: &EnvelopeLimits,
+) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>, Entry)> {
+    let h = peek_header(bytes)?;
     if bytes.len() < HEADER + CHECKSUM {
         return Err(Error::corrupt("envelope shorter than header and checksum"));
     }
@@ -391,7 +433,7 @@ fn decode_parts(bytes: Bytes, limits: &EnvelopeLimits) -> Result<(Bytes, Entry)>
         if pos + 2 > body_end {
             return Err(Error::corrupt("tag length past the end of the envelope"));
         }
-        let len = u16_at(&bytes, pos) as usize;
+        let len = u16_at(bytes, pos) as usize;
         if len > limits.max_tag_len {
             return Err(Error::corrupt(format!("tag of {len} bytes over the limit")));
         }
@@ -409,7 +451,7 @@ fn decode_parts(bytes: Bytes, limits: &EnvelopeLimits) -> Result<(Bytes, Entry)>
             body_end.saturating_sub(pos)
         )));
     }
-    let stored = u64_at(&bytes, body_end);
+    let stored = u64_at(bytes, body_end);
     if xxh3_64(&bytes[..body_end]) != stored {
         return Err(Error::corrupt("checksum mismatch"));
     }
@@ -420,8 +462,8 @@ fn decode_parts(bytes: Bytes, limits: &EnvelopeLimits) -> Result<(Bytes, Entry)>
     }
     // Built field by field: `Entry::new` would allocate an empty tag list only to replace it.
     let entry = Entry {
-        value: bytes.slice(pos..body_end),
-        created_at: Timestamp(u64_at(&bytes, 8)),
+        value: Bytes::new(),
+        created_at: Timestamp(u64_at(bytes, 8)),
         expires_at: h.expires_at,
         stale_until: h.stale_until,
         version: h.version,
@@ -435,8 +477,9 @@ fn decode_parts(bytes: Bytes, limits: &EnvelopeLimits) -> Result<(Bytes, Entry)>
         compression,
         flags: EntryFlags(flags),
         decoded: None,
+        whole: None,
     };
-    Ok((bytes.slice(key_range), entry))
+    Ok((key_range, pos..body_end, entry))
 }
 
 #[cfg(test)]
@@ -495,9 +538,16 @@ mod tests {
         let d = decode(&k, Bytes::from(b.clone())).unwrap();
         assert_eq!(d, e);
         assert_eq!(d.stale_until, Some(Timestamp(1_700_000_090_000)));
-        let (k2, d2) = decode_any(Bytes::from(b), &EnvelopeLimits::default()).unwrap();
+        let (k2, d2) = decode_any(Bytes::from(b.clone()), &EnvelopeLimits::default()).unwrap();
         assert_eq!(k2, k);
         assert_eq!(d2, e);
+        let owned = decode_owned(&k, b.to_vec(), &EnvelopeLimits::default()).unwrap();
+        assert_eq!(owned, e);
+        assert!(owned.value_is_whole());
+        assert!(
+            !d.value_is_whole(),
+            "a slice of the envelope is not a whole allocation"
+        );
     }
 
     #[test]
@@ -505,8 +555,14 @@ mod tests {
         let (k, e) = sample();
         let good = encode(&k, &e).unwrap();
         let check = |b: Vec<u8>, what: &str| {
+            let owned = decode_owned(&k, b.clone(), &EnvelopeLimits::default()).unwrap_err();
             let err = decode(&k, Bytes::from(b)).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
+            assert_eq!(
+                owned.message(),
+                err.message(),
+                "{what}: both decoders agree"
+            );
             err.message().to_owned()
         };
         for cut in [0, 3, 10, 49, 50, 57, good.len() - 1] {
@@ -529,7 +585,9 @@ mod tests {
         b[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
         check(b, "absurd key length");
         let other = Key::new("ns:v1:other").unwrap();
-        let err = decode(&other, Bytes::from(good)).unwrap_err();
+        let err = decode(&other, Bytes::from(good.clone())).unwrap_err();
+        assert!(err.message().contains("key mismatch"));
+        let err = decode_owned(&other, good, &EnvelopeLimits::default()).unwrap_err();
         assert!(err.message().contains("key mismatch"));
     }
 
@@ -552,6 +610,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
             let k = Key::new("ns:v1:item").unwrap();
             let _ = decode(&k, Bytes::from(data.clone()));
+            let _ = decode_owned(&k, data.clone(), &EnvelopeLimits::default());
             let _ = decode_any(Bytes::from(data), &EnvelopeLimits::default());
         }
 
@@ -562,6 +621,9 @@ mod tests {
             let p = pos % b.len();
             b[p] = byte;
             b.truncate(cut.min(b.len()));
+            if let Ok(d) = decode_owned(&k, b.clone(), &EnvelopeLimits::default()) {
+                prop_assert_eq!(d, e.clone());
+            }
             if let Ok(d) = decode(&k, Bytes::from(b)) {
                 // Only an unchanged envelope can decode.
                 prop_assert_eq!(d, e);
@@ -588,6 +650,7 @@ mod tests {
                 .with_flags(flags)
                 .with_encoding(Format::MessagePack, Compression::Zstd);
             let b = encode(&k, &e).unwrap();
+            prop_assert_eq!(decode_owned(&k, b.to_vec(), &EnvelopeLimits::default()).unwrap(), e.clone());
             prop_assert_eq!(decode(&k, Bytes::from(b)).unwrap(), e);
         }
     }

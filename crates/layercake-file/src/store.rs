@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use layercake_core::envelope::{self, HeaderInfo};
-use layercake_core::{Bytes, Entry, EnvelopeLimits, Key, Result, SharedClock, Timestamp};
+use layercake_core::{Entry, EnvelopeLimits, Key, Result, SharedClock, Timestamp};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{Durability, FileConfig};
@@ -342,7 +342,7 @@ impl Store {
         }
         drop(file);
         let size = p.len;
-        let entry = match envelope::decode_with_limits(key, Bytes::from(buf), &self.limits) {
+        let entry = match envelope::decode_owned(key, buf, &self.limits) {
             Ok(e) => e,
             Err(_) => {
                 return Ok(Probe::Bad {

@@ -60,14 +60,18 @@ pub(crate) fn resident_copy(payload: &Bytes) -> Bytes {
 
 /// `entry` as the tier stores it (its bytes already checked against `max_entry_weight`):
 /// without its decoded value when it fits only without it (a hit then decodes the bytes), and
-/// with its payload in an allocation of its own (see [`resident_copy`]).
+/// with its payload in an allocation of its own: kept as given when the entry knows it is
+/// ([`Entry::value_is_whole`], as for a value the cache just encoded), else copied (see
+/// [`resident_copy`]).
 pub(crate) fn stored_copy(key: &Key, entry: &Entry, max_entry_weight: u64) -> Entry {
     let mut stored = if weigh(key, entry) > max_entry_weight {
         entry.clone().without_decoded()
     } else {
         entry.clone()
     };
-    stored.value = resident_copy(&entry.value);
+    if !entry.value_is_whole() {
+        stored.value = resident_copy(&entry.value);
+    }
     stored
 }
 
@@ -151,6 +155,38 @@ mod tests {
         Entry::new(enc.bytes, now, Duration::from_secs(60))
             .with_encoding(enc.format, enc.compression)
             .with_decoded(Arc::new(value.to_owned()))
+    }
+
+    #[test]
+    fn a_whole_payload_is_kept_and_a_view_into_a_larger_buffer_is_copied() {
+        let (b, clock) = manual(1 << 20);
+        let now = clock.now();
+        let mut owned = Vec::with_capacity(4096);
+        owned.extend_from_slice(&[7u8; 1000]);
+        let whole = Entry::new(Bytes::new(), now, Duration::from_secs(60)).with_owned_value(owned);
+        b.set_sync(&key("whole"), &whole).unwrap();
+        let kept = b.get_shared_at(&key("whole"), now).unwrap();
+        assert_eq!(
+            kept.value.as_ptr(),
+            whole.value.as_ptr(),
+            "a whole payload is not copied"
+        );
+        let big = Bytes::from(vec![9u8; 4096]);
+        let view = Entry::new(big.slice(96..1096), now, Duration::from_secs(60));
+        b.set_sync(&key("view"), &view).unwrap();
+        let copied = b.get_shared_at(&key("view"), now).unwrap();
+        assert_eq!(copied.value, view.value);
+        assert_ne!(
+            copied.value.as_ptr(),
+            view.value.as_ptr(),
+            "a view is copied out"
+        );
+        // A whole payload re-sliced by its writer is a view again.
+        let mut resliced = whole.clone();
+        resliced.value = whole.value.slice(1..);
+        b.set_sync(&key("resliced"), &resliced).unwrap();
+        let copied = b.get_shared_at(&key("resliced"), now).unwrap();
+        assert_ne!(copied.value.as_ptr(), resliced.value.as_ptr());
     }
 
     #[tokio::test]

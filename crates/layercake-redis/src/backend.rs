@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use layercake_core::envelope;
 use layercake_core::{
-    Backend, Bytes, Capability, Entry, EnvelopeLimits, Error, ErrorKind, FillOutcome, Key, Result,
+    Backend, Capability, Entry, EnvelopeLimits, Error, ErrorKind, FillOutcome, Key, Result,
     Selector, Tombstone, async_trait,
 };
 use redis::{Cmd, Value};
@@ -159,8 +159,7 @@ impl RedisBackend {
     /// `Ok(None)` when the entry is past `retain_until` by our clock (Redis expires by its own
     /// clock; a skew must never return what our clock says is gone).
     fn decode(&self, key: &Key, bytes: Vec<u8>) -> Result<Option<Entry>> {
-        let entry =
-            envelope::decode_with_limits(key, Bytes::from(bytes), &self.inner.config.limits)?;
+        let entry = envelope::decode_owned(key, bytes, &self.inner.config.limits)?;
         Ok(entry
             .is_retained(self.inner.config.clock.now())
             .then_some(entry))
@@ -587,7 +586,7 @@ mod tests {
             .expect("a backend that connects in the background");
         let key = Key::new("k").expect("a valid key");
         let entry = Entry::new(
-            Bytes::from_static(b"v"),
+            layercake_core::Bytes::from_static(b"v"),
             b.inner.config.clock.now(),
             std::time::Duration::from_secs(5),
         );

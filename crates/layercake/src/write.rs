@@ -450,7 +450,10 @@ impl Cache {
         if ttl.is_zero() || d.tiers.is_empty() {
             return Ok(None);
         }
-        let entry = Entry::new(bytes, inner.clock.now(), ttl)
+        // The encoded bytes as the payload, marked as a whole allocation: the memory tier
+        // keeps them without a copy.
+        let entry = Entry::new(layercake_core::Bytes::new(), inner.clock.now(), ttl)
+            .with_owned_value(bytes)
             .with_stale_for(d.stale_for)
             .with_tags(opts.tags.iter().cloned())
             .with_version(version.unwrap_or_else(|| inner.versions.next()))
