@@ -20,7 +20,8 @@
 //! | end-8 | 8 | xxh3-64 of every byte before it |
 //!
 //! Every length is checked against [`EnvelopeLimits`] and against the bytes actually present
-//! before anything is allocated; the payload is returned as a zero-copy slice of the input.
+//! before anything is allocated; the payload is returned as a zero-copy slice of the input
+//! ([`decode_owned`]: moved to the front of the caller's buffer, which becomes the payload).
 
 use std::sync::Arc;
 
