@@ -1,14 +1,18 @@
 //! Writes: `set`, encoding a value into an entry (`prepare`), and the fan-out of one entry to
-//! the tiers (`write_entry`, per tier `write_to`) with its epoch guards, write-behind queues,
-//! the exact size check before any tier is touched, and the outcome per tier: repair notes
-//! for the tiers that did not answer, the older copy removed from a tier that refused.
+//! the tiers (`write_entry`) with the exact size check before any tier is touched, the set's
+//! guards against promotions in flight, and the outcome per tier: repair notes for the tiers
+//! that did not answer, the older copy removed from a tier that refused. The write to each
+//! tier is in [`tier`].
+
+mod tier;
+
+pub(crate) use tier::cap_lifetime;
 
 use std::any::Any;
 use std::sync::Arc;
 
-use futures::future::join_all;
 use layercake_core::envelope::{self, EnvelopeLimits};
-use layercake_core::{Entry, EntryFlags, Error, FillOutcome, Key, Result, TierSet, Timestamp};
+use layercake_core::{Entry, EntryFlags, Error, Key, Result, TierSet};
 use serde::Serialize;
 
 use crate::cache::{Cache, WriteOptions};
@@ -49,170 +53,7 @@ pub(crate) struct Written {
     pub(crate) error: Option<Error>,
 }
 
-/// Shorten an entry's lifetime (fresh and stale) to end by `cap`; never extends it.
-pub(crate) fn cap_lifetime(e: &mut Entry, cap: Timestamp) {
-    e.expires_at = e.expires_at.min(cap);
-    e.stale_until = e.stale_until.map(|s| s.min(cap));
-}
 impl Cache {
-    /// The copy of `entry` for `tier`: capped while the backplane is down if the tier is
-    /// process- or host-local, and carrying the decoded value if the tier is in-process.
-    pub(crate) fn tier_copy(
-        &self,
-        tier: &Tier,
-        entry: &Entry,
-        now: Timestamp,
-        decoded: Option<&Arc<dyn Any + Send + Sync>>,
-    ) -> Entry {
-        let mut e = entry.clone();
-        if let Some(max) = tier.max_ttl {
-            cap_lifetime(&mut e, now.plus(max));
-        }
-        if tier.scope != Scope::Shared
-            && let Some(bp) = &self.inner.backplane
-            && !bp.is_connected()
-        {
-            cap_lifetime(&mut e, now.plus(self.inner.disconnected_cap));
-        }
-        match decoded {
-            Some(v) if tier.scope == Scope::Process => e.with_decoded(v.clone()),
-            _ => e,
-        }
-    }
-
-    /// Write one entry to one tier, through its write-behind queue if it has one; `Ok(false)`
-    /// when a fill was dropped because the key changed since its read began.
-    ///
-    /// An in-process memory tier is written synchronously under the key's epoch lock: a
-    /// [`How::Set`] bumps the epoch, a [`How::Fill`] writes only if the epoch did not move.
-    pub(crate) async fn write_to_tier(
-        &self,
-        tier: &Tier,
-        key: &Key,
-        entry: Entry,
-        how: How,
-    ) -> Result<bool> {
-        let epochs = &self.inner.epochs;
-        if tier.scope == Scope::Process
-            && let Some(mem) = tier.memory()
-        {
-            let r = match how {
-                How::Set => epochs
-                    .change(key, || mem.set_sync(key, &entry))
-                    .map(|()| true),
-                How::Fill(snap) => epochs
-                    .fill_if_unchanged(key, snap, || mem.set_sync(key, &entry))
-                    .map_or(Ok(false), |r| r.map(|()| true)),
-            };
-            return r.map_err(|e| {
-                let e = e.with_tier(tier.name.clone());
-                self.inner.telemetry.error(tier.position, &e);
-                e
-            });
-        }
-        if let How::Fill(snap) = how
-            && epochs.changed_since(key, snap)
-        {
-            return Ok(false);
-        }
-        let tel = &self.inner.telemetry;
-        let fill = matches!(how, How::Fill(_));
-        if fill && tier.capability.conditional_fill {
-            // The backend refuses, atomically, a fill older than what it holds or than a
-            // removal's tombstone: a fill can never undo a newer write or a removal, in this
-            // instance or another, however late it lands.
-            if let Some(wb) = &tier.write_behind {
-                match wb.try_write(key.clone(), entry, true) {
-                    None => return Ok(true),
-                    Some((k, e)) => {
-                        tel.write_behind_full(tier.position);
-                        return tier
-                            .call(tel, true, tier.backend.fill(&k, &e))
-                            .await
-                            .map(FillOutcome::is_stored);
-                    }
-                }
-            }
-            return tier
-                .call(tel, true, tier.backend.fill(key, &entry))
-                .await
-                .map(FillOutcome::is_stored);
-        }
-        if let How::Fill(snap) = how
-            && tier.write_behind.is_none()
-        {
-            // A backend without conditional fills: a fill of a tier other instances read can
-            // land after a concurrent change of the key and overwrite it. If the key changed
-            // while the fill was written, delete the copy; if a change arrives later (a
-            // backplane message), the listener deletes it.
-            let _serial = epochs.fill_lock(key).write().await;
-            // A backplane message applied while this fill waited for the lock has changed the
-            // epoch: writing now would put the old value where the other instance just
-            // deleted it, visible until the undo below.
-            if epochs.changed_since(key, snap) {
-                return Ok(false);
-            }
-            self.inner.recent_fills.record(key, 1 << tier.position);
-            let written = tier.call(tel, true, tier.backend.set(key, &entry)).await;
-            if written.is_ok() && epochs.changed_since(key, snap) {
-                let _ = tier.call(tel, true, tier.backend.delete(key)).await;
-                return Ok(false);
-            }
-            return written.map(|()| true);
-        }
-        if let Some(wb) = &tier.write_behind {
-            return match wb.try_write(key.clone(), entry, false) {
-                None => Ok(true),
-                Some((k, e)) => {
-                    tel.write_behind_full(tier.position);
-                    tier.call(tel, true, tier.backend.set(&k, &e))
-                        .await
-                        .map(|()| true)
-                }
-            };
-        }
-        tier.call(tel, true, tier.backend.set(key, &entry))
-            .await
-            .map(|()| true)
-    }
-
-    /// Write `entry` to every tier of `targets` at once; the results in the order of `targets`.
-    ///
-    /// An in-process memory tier's write never waits (see [`write_to_tier`](Cache::write_to_tier)),
-    /// so with such an L1 and one tier below it (the common hierarchy) the two writes are
-    /// awaited one after the other: the same order, within the same poll, as joining them, but
-    /// without the boxed list of futures `join_all` builds (its allocation and the moves of two
-    /// large futures into it were ~4 % of a `set`). Any other set of tiers is joined.
-    async fn write_all(
-        &self,
-        targets: &[&Tier],
-        key: &Key,
-        entry: &Entry,
-        now: Timestamp,
-        decoded: Option<&Arc<dyn Any + Send + Sync>>,
-        how: How,
-    ) -> Vec<Result<bool>> {
-        match targets {
-            [l1, below] if l1.scope == Scope::Process && l1.memory().is_some() => {
-                let first = self
-                    .write_to(l1, key, self.tier_copy(l1, entry, now, decoded), how)
-                    .await;
-                let second = self
-                    .write_to(below, key, self.tier_copy(below, entry, now, decoded), how)
-                    .await;
-                vec![first, second]
-            }
-            _ => {
-                join_all(
-                    targets.iter().map(|t| {
-                        self.write_to(t, key, self.tier_copy(t, entry, now, decoded), how)
-                    }),
-                )
-                .await
-            }
-        }
-    }
-
     /// Write an entry to the tiers of `tiers`; see the write contract on [`Cache`]. A
     /// [`How::Set`] is `Ok` when a tier took it and no tier refused it permanently; the tiers
     /// that failed temporarily then hold a repair note ([`Written::pending`]).
