@@ -747,3 +747,36 @@ async fn a_tier_max_ttl_caps_its_copies() {
         "promoted, capped again"
     );
 }
+
+/// A set writes an in-process memory L1 at once, before the tier below it answers: the two
+/// writes go out in the same poll, the memory tier's first (it never waits).
+#[tokio::test]
+async fn a_set_writes_the_memory_l1_before_the_tier_below_answers() {
+    let clock = ManualClock::new();
+    let l1 = mem(&clock);
+    let below = FaultyBackend::new(mem(&clock), 6);
+    below.handle().inject(Operation::Set, Fault::Hang);
+    let cache = Cache::builder("order")
+        .clock(Arc::new(clock.clone()))
+        .tier(l1.clone())
+        .shared_tier(Arc::new(below))
+        .build()
+        .unwrap();
+    let key = cache.key("k").unwrap();
+    let writer = cache.clone();
+    let set = tokio::spawn(async move { writer.set("k", 7u32).await });
+    let mut in_l1 = false;
+    for _ in 0..200 {
+        if l1.get(&key).await.unwrap().is_some() {
+            in_l1 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        in_l1,
+        "L1 holds the value while the tier below has not answered"
+    );
+    assert!(!set.is_finished(), "the set still waits for the tier below");
+    set.abort();
+}
