@@ -258,12 +258,8 @@ pub fn decode(expected: &Key, bytes: Bytes) -> Result<Entry> {
 
 /// [`decode`] with explicit limits.
 pub fn decode_with_limits(expected: &Key, bytes: Bytes, limits: &EnvelopeLimits) -> Result<Entry> {
-    let (key, entry) = decode_parts(bytes, limits)?;
-    if key.as_ref() != expected.as_bytes() {
-        return Err(Error::corrupt(
-            "envelope holds another key's entry (key mismatch)",
-        ));
-    }
+    let (payload, mut entry) = parse_for(expected, &bytes, limits)?;
+    entry.value = bytes.slice(payload);
     Ok(entry)
 }
 
@@ -367,16 +363,27 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 /// assert!(back.value_is_whole());
 /// ```
 pub fn decode_owned(expected: &Key, mut bytes: Vec<u8>, limits: &EnvelopeLimits) -> Result<Entry> {
-    let (key_range, payload, entry) = parse(&bytes, limits)?;
-    if bytes[key_range] != *expected.as_bytes() {
-        return Err(Error::corrupt(
-            "envelope holds another key's entry (key mismatch)",
-        ));
-    }
+    let (payload, entry) = parse_for(expected, &bytes, limits)?;
     let len = payload.len();
     bytes.copy_within(payload, 0);
     bytes.truncate(len);
     Ok(entry.with_owned_value(bytes))
+}
+
+/// [`parse`] an envelope that must hold `expected`'s entry: the payload's range and the entry
+/// without its payload.
+fn parse_for(
+    expected: &Key,
+    bytes: &[u8],
+    limits: &EnvelopeLimits,
+) -> Result<(std::ops::Range<usize>, Entry)> {
+    let (key, payload, entry) = parse(bytes, limits)?;
+    if bytes[key] != *expected.as_bytes() {
+        return Err(Error::corrupt(
+            "envelope holds another key's entry (key mismatch)",
+        ));
+    }
+    Ok((payload, entry))
 }
 
 fn decode_parts(bytes: Bytes, limits: &EnvelopeLimits) -> Result<(Bytes, Entry)> {
