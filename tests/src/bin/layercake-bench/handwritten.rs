@@ -442,7 +442,11 @@ async fn measure_all(
             ops,
         };
         let (c, l1) = layered("bench-hand", redis, l1_bytes)?;
-        let glue = Glue::new(manager.clone());
+        // Each side's handle behind one `Arc`: an operation takes one reference, as a task
+        // that keeps its handle would, and not a clone of the handle's parts (a moka cache's
+        // clone is several).
+        let c = Arc::new(c);
+        let glue = Arc::new(Glue::new(manager.clone()));
         let lc_counts = Arc::new(Counts::default());
         let hw_counts = Arc::new(Counts::default());
         let hw_op = {
