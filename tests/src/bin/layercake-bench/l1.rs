@@ -1,5 +1,7 @@
 //! L1 hits: the typed `Cache::get` of a memory-only cache beside a raw quick_cache get of an
-//! `Arc<T>` and a raw moka (sync) get, on the same keys in the same order.
+//! `Arc<T>` and a raw moka (sync) get, on the same keys in the same order; then the same
+//! gets chained (each key chosen by the value the previous get returned), which takes away
+//! the overlap of consecutive lookups' memory accesses that a tight loop of raw gets enjoys.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -39,8 +41,9 @@ async fn filled(
     Ok((c, l1, keys, shuffled(n, 0x11)))
 }
 
-/// One size: `n` keys of `size` bytes. For 1 KiB, also the parts of the hit path on their own
-/// (key construction, `get` with a prebuilt key, the memory tier's sync and async `get`).
+/// One size: `n` keys of `size` bytes. For 1 KiB, also both gets one lookup at a time (each
+/// key chosen by the previous value) and the parts of the hit path on their own (key
+/// construction, `get` with a prebuilt key, the memory tier's sync and async `get`).
 async fn case(results: &mut Results, plan: Plan, label: &str, n: usize, size: usize) -> Result<()> {
     let (c, l1, keys, order) = filled(&format!("bench-l1-{label}"), n, size).await?;
     let built: Vec<Key> = keys
@@ -82,6 +85,35 @@ async fn case(results: &mut Results, plan: Plan, label: &str, n: usize, size: us
     ];
     let parts = label == "1k";
     if parts {
+        // The same lookups one at a time: each key is chosen from the value the previous
+        // lookup returned, so a lookup cannot start before the one before it has finished.
+        // The tight loops above let the processor overlap the memory accesses of several
+        // lookups (a raw get is a few dozen instructions); a service that does work between
+        // lookups gets little of that overlap.
+        let chained =
+            move |i: u64, prev: u64| keys[order[(i + (prev & 1)) as usize % order.len()]].as_str();
+        sides.push(Side::new("quick_cache get, chained", move |start, n| {
+            Box::pin(async move {
+                let mut prev = 0;
+                for i in start..start + n as u64 {
+                    prev = qc.get(chained(i, prev)).map_or(0, |d| black_box(d.id));
+                }
+            })
+        }));
+        sides.push(Side::new(
+            "layercake Cache::get::<T>, chained",
+            move |start, n| {
+                Box::pin(async move {
+                    let mut prev = 0;
+                    for i in start..start + n as u64 {
+                        prev = match c.get::<Doc>(chained(i, prev)).await {
+                            Ok(Some(l)) => black_box(l.value.id),
+                            _ => 0,
+                        };
+                    }
+                })
+            },
+        ));
         sides.push(Side::new(
             "part: key construction (Cache::key)",
             move |start, n| {
@@ -141,6 +173,12 @@ async fn case(results: &mut Results, plan: Plan, label: &str, n: usize, size: us
         ours,
     ));
     if parts {
+        results.comparisons.push(Comparison::new(
+            "L1 hit, one lookup at a time (1 KiB, each key chosen by the previous value)",
+            "l1.1k.chained.vs_quick_cache",
+            &m[3],
+            &m[4],
+        ));
         let group = "L1 hit, parts of the path (1 KiB, baseline quick_cache)";
         for (i, id) in [
             "key",
@@ -155,7 +193,7 @@ async fn case(results: &mut Results, plan: Plan, label: &str, n: usize, size: us
                 group,
                 format!("l1.part.{id}"),
                 quick,
-                &m[3 + i],
+                &m[5 + i],
             ));
         }
     }
