@@ -157,24 +157,16 @@ impl Cache {
         decoded: Option<&Arc<dyn Any + Send + Sync>>,
         how: How,
     ) -> Vec<Result<bool>> {
+        let one = |i: usize| {
+            let t = targets[i];
+            self.write_to(t, key, self.tier_copy(t, entry, now, decoded), how)
+        };
         match targets {
-            [l1, below] if l1.scope == Scope::Process && l1.memory().is_some() => {
-                let first = self
-                    .write_to(l1, key, self.tier_copy(l1, entry, now, decoded), how)
-                    .await;
-                let second = self
-                    .write_to(below, key, self.tier_copy(below, entry, now, decoded), how)
-                    .await;
-                vec![first, second]
+            [l1, _] if l1.scope == Scope::Process && l1.memory().is_some() => {
+                let first = one(0).await;
+                vec![first, one(1).await]
             }
-            _ => {
-                join_all(
-                    targets.iter().map(|t| {
-                        self.write_to(t, key, self.tier_copy(t, entry, now, decoded), how)
-                    }),
-                )
-                .await
-            }
+            _ => join_all((0..targets.len()).map(one)).await,
         }
     }
 }
