@@ -430,6 +430,7 @@ mod tests {
             .decode::<Doc>(b"\xc3{}", Format::Json, Compression::None)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Codec);
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
         // Valid UTF-8 that is not the document: still a codec error, from the parser.
         let e = c
             .decode::<Doc>(
