@@ -89,6 +89,12 @@ pub struct RedisConfig {
     /// At many requests in flight this costs the client far less per read; a lone `GET` is
     /// sent at once as before. Default `true`.
     pub coalesce_gets: bool,
+    /// With [`coalesce_gets`](RedisConfig::coalesce_gets), how many lone `GET`s may be in
+    /// flight before further concurrent ones join an `MGET` (at least 1). `None` (the
+    /// default): 16 on a multiplexed connection, which pipelines lone commands and whose
+    /// readers would otherwise queue behind a round trip; 1 in pool mode, where each lone
+    /// `GET` holds one of the pool's connections for its round trip.
+    pub coalesce_after: Option<usize>,
     /// The clock that turns an entry's `retain_until` into a `PX` lifetime. Default: system.
     pub clock: SharedClock,
     /// Envelope limits checked on encode and decode. Default [`EnvelopeLimits::default`].
@@ -186,6 +192,20 @@ impl RedisConfig {
     /// [`coalesce_gets`](RedisConfig::coalesce_gets)).
     pub fn with_coalesce_gets(mut self, on: bool) -> Self {
         self.coalesce_gets = on;
+        self
+    }
+
+    /// Set how many lone `GET`s may be in flight before further concurrent ones are coalesced
+    /// (see [`coalesce_after`](RedisConfig::coalesce_after)).
+    ///
+    /// ```
+    /// use layercake_redis::RedisConfig;
+    /// // Coalesce from the second concurrent GET on (the pool mode's default).
+    /// let cfg = RedisConfig::new("redis://127.0.0.1:6379").with_coalesce_after(1);
+    /// assert_eq!(cfg.coalesce_after, Some(1));
+    /// ```
+    pub fn with_coalesce_after(mut self, lone_gets: usize) -> Self {
+        self.coalesce_after = Some(lone_gets);
         self
     }
 
@@ -297,6 +317,7 @@ impl Default for RedisConfig {
             reconnect_max_delay: Duration::from_millis(100),
             batch_size: 500,
             coalesce_gets: true,
+            coalesce_after: None,
             clock: system_clock(),
             limits: EnvelopeLimits::default(),
             require_server: false,
@@ -329,6 +350,7 @@ impl fmt::Debug for RedisConfig {
             .field("reconnect_max_delay", &self.reconnect_max_delay)
             .field("batch_size", &self.batch_size)
             .field("coalesce_gets", &self.coalesce_gets)
+            .field("coalesce_after", &self.coalesce_after)
             .field("clock", &self.clock)
             .field("limits", &self.limits)
             .field("require_server", &self.require_server)

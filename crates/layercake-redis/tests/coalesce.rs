@@ -49,18 +49,25 @@ fn held(i: usize) -> Held {
 /// Write the fixture, read every key concurrently (each read on its own task), check each
 /// answer; returns the backend for the caller's counters.
 async fn read_all_concurrently(mode: ConnectionMode, coalesce: bool) -> Arc<RedisBackend> {
+    read_all_concurrently_after(mode, coalesce, None).await
+}
+
+/// [`read_all_concurrently`] with `RedisConfig::coalesce_after` set to `after` (if `Some`).
+async fn read_all_concurrently_after(
+    mode: ConnectionMode,
+    coalesce: bool,
+    after: Option<usize>,
+) -> Arc<RedisBackend> {
     let url = require_redis();
     let prefix = unique_prefix("coalesce");
-    let b = Arc::new(
-        RedisBackend::connect(
-            RedisConfig::new(&url)
-                .with_key_prefix(&prefix)
-                .with_mode(mode)
-                .with_coalesce_gets(coalesce),
-        )
-        .await
-        .unwrap(),
-    );
+    let mut cfg = RedisConfig::new(&url)
+        .with_key_prefix(&prefix)
+        .with_mode(mode)
+        .with_coalesce_gets(coalesce);
+    if let Some(n) = after {
+        cfg = cfg.with_coalesce_after(n);
+    }
+    let b = Arc::new(RedisBackend::connect(cfg).await.unwrap());
     let keys: Vec<Key> = (0..KEYS)
         .map(|i| Key::new(format!("k{i}")).unwrap())
         .collect();
@@ -126,6 +133,29 @@ async fn coalesced(mode: ConnectionMode) {
     );
     let off = read_all_concurrently(mode, false).await;
     assert_eq!(off.coalesced_gets(), 0, "{mode:?}: coalescing was off");
+}
+
+/// A multiplexed connection sends up to `coalesce_after` concurrent `GET`s alone (16 by
+/// default), and coalesces only the ones beyond.
+#[tokio::test(flavor = "current_thread")]
+async fn gets_are_coalesced_only_past_coalesce_after() {
+    let mode = ConnectionMode::Multiplexed;
+    // Every round starts with nothing in flight: its first 16 reads go alone.
+    let default = read_all_concurrently_after(mode, true, None).await;
+    let most = 2 * (KEYS as u64 - 16);
+    assert!(
+        (1..=most).contains(&default.coalesced_gets()),
+        "default: {} of 2 × {KEYS} concurrent reads coalesced; expected 1..={most}",
+        default.coalesced_gets()
+    );
+    // A limit above the reads in flight: every read goes alone.
+    let above = read_all_concurrently_after(mode, true, Some(KEYS + 1)).await;
+    assert_eq!(
+        above.coalesced_gets(),
+        0,
+        "coalesce_after {}: fewer reads than that were in flight",
+        KEYS + 1
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -39,7 +39,10 @@ async fn backend(server: &Server, mode: ConnectionMode) -> Arc<RedisBackend> {
         .with_mode(mode)
         .with_operation_timeout(OP_TIMEOUT)
         .with_connect_timeout(Duration::from_millis(200))
-        .with_pool_wait_timeout(Duration::from_millis(200));
+        .with_pool_wait_timeout(Duration::from_millis(200))
+        // The load runs 8 workers: coalesce from the second concurrent GET on, so that the
+        // coalesced path is under the faults too.
+        .with_coalesce_after(1);
     Arc::new(RedisBackend::connect(cfg).await.unwrap())
 }
 
