@@ -1,4 +1,4 @@
-//! [`Coalescer`]: single-key `GET`s that arrive while another one is in flight are sent
+//! [`Coalescer`]: single-key `GET`s that arrive while many others are in flight are sent
 //! together as one `MGET`.
 //!
 //! Why: at many requests in flight the client's CPU, not Redis, bounds the throughput, and
@@ -42,7 +42,8 @@ use crate::keys::Layout;
 /// Lone `GET`s a multiplexed connection keeps in flight before further ones are coalesced
 /// (`RedisConfig::coalesce_after`'s default in that mode).
 ///
-/// Measured side by side (session 11, 2 vCPUs), against coalescing from the second `GET` on:
+/// Measured side by side on a 2-vCPU VM (docs/benchmarks.md, session 11), against coalescing
+/// from the second `GET` on:
 /// with 16 tasks on a two-worker runtime the hand-written comparison's uniform workload (most
 /// reads going to Redis) ran 1.41× the glue instead of 1.31×, and `RedisBackend::get` at 64 in
 /// flight on one thread cost 0.76–0.81× a raw `GET` instead of 0.90–1.01×. Coalescing early

@@ -84,10 +84,11 @@ pub struct RedisConfig {
     /// Keys per `SCAN` step, `UNLINK` batch and `MGET` chunk (coalesced `GET`s included).
     /// Default 500.
     pub batch_size: usize,
-    /// Send single-key `GET`s that arrive while another is in flight together as one `MGET`
-    /// (multiplexed and pool modes; a cluster spreads keys over slots, so there it is off).
-    /// At many requests in flight this costs the client far less per read; a lone `GET` is
-    /// sent at once as before. Default `true`.
+    /// Send concurrent single-key `GET`s together as one `MGET` once
+    /// [`coalesce_after`](RedisConfig::coalesce_after) lone ones are in flight (multiplexed
+    /// and pool modes; a cluster spreads keys over slots, so there it is off). At many
+    /// requests in flight this costs the client far less per read; below that, each `GET` is
+    /// sent at once. Default `true`.
     pub coalesce_gets: bool,
     /// With [`coalesce_gets`](RedisConfig::coalesce_gets), how many lone `GET`s may be in
     /// flight before further concurrent ones join an `MGET` (at least 1). `None` (the
