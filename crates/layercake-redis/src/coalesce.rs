@@ -42,15 +42,14 @@ use crate::keys::Layout;
 /// Lone `GET`s a multiplexed connection keeps in flight before further ones are coalesced
 /// (`RedisConfig::coalesce_after`'s default in that mode).
 ///
-/// Measured side by side on a 2-vCPU VM (docs/benchmarks.md, session 11), against coalescing
-/// from the second `GET` on:
-/// with 16 tasks on a two-worker runtime the hand-written comparison's uniform workload (most
-/// reads going to Redis) ran 1.41× the glue instead of 1.31×, and `RedisBackend::get` at 64 in
-/// flight on one thread cost 0.76–0.81× a raw `GET` instead of 0.90–1.01×. Coalescing early
-/// kept at most one lone `GET` and two batches on the wire: the callers queued behind a round
-/// trip while the CPU idled. Coalescing never (every `GET` alone) cost 1.12–1.17× at 64 in
-/// flight. A pool holds a connection per lone `GET` for its round trip, so there the default
-/// stays 1 (16 measured slower at 64 in flight).
+/// Measured side by side on a 2-vCPU VM (docs/benchmarks.md, session 11) against coalescing
+/// from the second `GET` on: with 16 tasks on a two-worker runtime, the hand-written
+/// comparison's uniform workload (most reads going to Redis) ran 1.41× the glue instead of
+/// 1.31×, and `RedisBackend::get` at 64 in flight on one thread cost 0.76–0.81× a raw `GET`
+/// instead of 0.90–1.01×. Coalescing early kept at most one lone `GET` and two batches on the
+/// wire: the callers queued behind a round trip while the CPU idled. Never coalescing (every
+/// `GET` alone) cost 1.12–1.19× at 64 in flight. A pool holds a connection per lone `GET` for
+/// its round trip, so there the default stays 1 (16 measured slower at 64 in flight).
 pub(crate) const DEFAULT_DIRECT_MAX: usize = 16;
 
 /// Batches one flusher keeps on the wire at once. One leaves the connection idle while a
