@@ -106,13 +106,21 @@ impl Breaker {
 
     /// Record a success; returns the new state if it changed (the caller counts the
     /// transition).
-    pub(crate) fn success(&self) -> Option<BreakerState> {
+    ///
+    /// Only the half-open probe (`was_probe`) closes an open breaker. A call admitted before
+    /// the breaker opened that succeeds after (it started before the outage, or was answered
+    /// from before it) says nothing about the tier now: letting it close the breaker sent
+    /// traffic to a restarting PostgreSQL during its cool-down.
+    pub(crate) fn success(&self, was_probe: bool) -> Option<BreakerState> {
         // Read first: an unconditional store on every success would bounce the cache line
         // between the cores of every caller.
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
         if self.open_until.load(Ordering::Acquire) != 0 {
+            if !was_probe {
+                return None;
+            }
             self.open_until.store(0, Ordering::Release);
             self.probing.store(false, Ordering::Release);
             return Some(BreakerState::Closed);
@@ -188,8 +196,29 @@ mod tests {
         assert_eq!(b.failure(true), Some(BreakerState::Open));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(b.permit(), Permit::Probe);
-        assert_eq!(b.success(), Some(BreakerState::Closed));
+        assert_eq!(b.success(true), Some(BreakerState::Closed));
         assert_eq!(b.permit(), Permit::Pass);
+    }
+
+    #[test]
+    fn a_straggler_success_leaves_an_open_breaker_open() {
+        let b = Breaker::new(BreakerConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_millis(30),
+        });
+        for _ in 0..3 {
+            b.failure(false);
+        }
+        // A call admitted before the breaker opened succeeds now.
+        assert_eq!(b.success(false), None);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.permit(), Permit::Reject);
+        // Nor does one close it in the half-open state: the probe decides.
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.permit(), Permit::Probe);
+        assert_eq!(b.success(false), None);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.success(true), Some(BreakerState::Closed));
     }
 
     #[test]
@@ -197,7 +226,7 @@ mod tests {
         let b = Breaker::new(BreakerConfig::default());
         b.failure(false);
         b.failure(false);
-        assert_eq!(b.success(), None);
+        assert_eq!(b.success(false), None);
         b.failure(false);
         b.failure(false);
         assert_eq!(b.state(), BreakerState::Closed);

@@ -341,7 +341,7 @@ impl Tier {
         match res {
             Ok(v) => {
                 if let Some(b) = &self.breaker
-                    && let Some(s) = b.success()
+                    && let Some(s) = b.success(permit == Permit::Probe)
                 {
                     telemetry.breaker_changed(self.position, s);
                 }
@@ -368,7 +368,7 @@ impl Tier {
                         }
                     } else if permit == Permit::Probe {
                         // A permanent error still proves the tier answers.
-                        if let Some(s) = b.success() {
+                        if let Some(s) = b.success(true) {
                             telemetry.breaker_changed(self.position, s);
                         }
                     }
