@@ -11,8 +11,8 @@ use layercake_core::{
 };
 use redis::{Cmd, Value};
 
-use crate::coalesce::{Coalescer, DEFAULT_DIRECT_MAX, Route};
-use crate::config::{ConnectionMode, RedisConfig};
+use crate::coalesce::{Coalescer, Route};
+use crate::config::RedisConfig;
 use crate::conn::{Node, Redis};
 use crate::error::BACKEND;
 use crate::keys::{Layout, tag_section_bound, tags_from_head};
@@ -102,10 +102,7 @@ impl RedisBackend {
     ///   [`require_server`](RedisConfig::require_server) it fails instead.
     pub async fn connect(config: RedisConfig) -> Result<RedisBackend> {
         let redis = Redis::connect(&config).await?;
-        let direct_max = config.coalesce_after.unwrap_or(match config.mode {
-            ConnectionMode::Pool => 1,
-            _ => DEFAULT_DIRECT_MAX,
-        });
+        let direct_max = config.lone_gets_before_coalescing();
         let coalescer = (config.coalesce_gets && !redis.is_cluster()).then(|| {
             Arc::new(Coalescer::new(
                 redis.clone(),

@@ -210,6 +210,14 @@ impl RedisConfig {
         self
     }
 
+    /// [`coalesce_after`](RedisConfig::coalesce_after), or its default for the mode.
+    pub(crate) fn lone_gets_before_coalescing(&self) -> usize {
+        self.coalesce_after.unwrap_or(match self.mode {
+            ConnectionMode::Pool => 1,
+            _ => crate::coalesce::DEFAULT_DIRECT_MAX,
+        })
+    }
+
     /// Fail [`connect`](crate::RedisBackend::connect) when Redis cannot be reached (`true`),
     /// or connect in the background (`false`, the default); see
     /// [`require_server`](RedisConfig::require_server).
