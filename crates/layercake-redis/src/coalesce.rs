@@ -48,8 +48,8 @@ use crate::keys::Layout;
 /// 1.31×, and `RedisBackend::get` at 64 in flight on one thread cost 0.76–0.81× a raw `GET`
 /// instead of 0.90–1.01×. Coalescing early kept at most one lone `GET` and two batches on the
 /// wire: the callers queued behind a round trip while the CPU idled. Never coalescing (every
-/// `GET` alone) cost 1.12–1.19× at 64 in flight. A pool holds a connection per lone `GET` for
-/// its round trip, so there the default stays 1 (16 measured slower at 64 in flight).
+/// `GET` alone) cost 1.12–1.19× at 64 in flight. In pool mode the default stays 1: there 16
+/// measured slower at 64 in flight, and 4 or 8 the same as 1.
 pub(crate) const DEFAULT_DIRECT_MAX: usize = 16;
 
 /// Batches one flusher keeps on the wire at once. One leaves the connection idle while a
@@ -86,7 +86,8 @@ pub(crate) struct Coalescer {
     layout: Layout,
     batch_size: usize,
     op_timeout: std::time::Duration,
-    /// Lone `GET`s allowed in flight before further ones join the queue (at least 1).
+    /// Lone `GET`s allowed in flight before further ones join the queue (at least 1:
+    /// `RedisConfig::validate` refuses 0).
     direct_max: usize,
     queue: Mutex<Queue>,
     wake: Notify,
@@ -127,7 +128,7 @@ impl Coalescer {
             layout,
             batch_size,
             op_timeout,
-            direct_max: direct_max.max(1),
+            direct_max,
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             direct: AtomicUsize::new(0),

@@ -91,10 +91,11 @@ pub struct RedisConfig {
     /// sent at once. Default `true`.
     pub coalesce_gets: bool,
     /// With [`coalesce_gets`](RedisConfig::coalesce_gets), how many lone `GET`s may be in
-    /// flight before further concurrent ones join an `MGET` (at least 1). `None` (the
+    /// flight before further concurrent ones join an `MGET` (at least 1; 0 is a `Config`
+    /// error). `None` (the
     /// default): 16 on a multiplexed connection, which pipelines lone commands and whose
-    /// readers would otherwise queue behind a round trip; 1 in pool mode, where each lone
-    /// `GET` holds one of the pool's connections for its round trip.
+    /// readers would otherwise queue behind a round trip; 1 in pool mode, where larger limits
+    /// measured no faster (4, 8) or slower (16) at 64 requests in flight.
     pub coalesce_after: Option<usize>,
     /// The clock that turns an entry's `retain_until` into a `PX` lifetime. Default: system.
     pub clock: SharedClock,
@@ -280,6 +281,9 @@ impl RedisConfig {
         }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());
+        }
+        if self.coalesce_after == Some(0) {
+            return bad("coalesce_after must be at least 1".into());
         }
         let nodes = self.nodes();
         if nodes.is_empty() || nodes.iter().any(|u| u.is_empty()) {
@@ -526,6 +530,11 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.message().contains("operation_timeout"));
+        let e = RedisConfig::default()
+            .with_coalesce_after(0)
+            .validate()
+            .unwrap_err();
+        assert!(e.message().contains("coalesce_after"));
         let e = RedisConfig::new("http://x").validate().unwrap_err();
         assert!(e.message().contains("must start with"));
         assert!(RedisConfig::default().validate().is_ok());

@@ -48,12 +48,9 @@ fn held(i: usize) -> Held {
 
 /// Write the fixture, read every key concurrently (each read on its own task), check each
 /// answer; returns the backend for the caller's counters.
-async fn read_all_concurrently(mode: ConnectionMode, coalesce: bool) -> Arc<RedisBackend> {
-    read_all_concurrently_after(mode, coalesce, None).await
-}
-
-/// [`read_all_concurrently`] with `RedisConfig::coalesce_after` set to `after` (if `Some`).
-async fn read_all_concurrently_after(
+///
+/// `after` sets `RedisConfig::coalesce_after` (`None`: the mode's default).
+async fn read_all_concurrently(
     mode: ConnectionMode,
     coalesce: bool,
     after: Option<usize>,
@@ -121,7 +118,7 @@ async fn read_all_concurrently_after(
 }
 
 async fn coalesced(mode: ConnectionMode) {
-    let on = read_all_concurrently(mode, true).await;
+    let on = read_all_concurrently(mode, true, None).await;
     assert!(
         on.coalesced_gets() > 0,
         "{mode:?}: {KEYS} concurrent reads were all sent alone"
@@ -131,7 +128,7 @@ async fn coalesced(mode: ConnectionMode) {
         "{mode:?}: more coalesced reads ({}) than reads",
         on.coalesced_gets()
     );
-    let off = read_all_concurrently(mode, false).await;
+    let off = read_all_concurrently(mode, false, None).await;
     assert_eq!(off.coalesced_gets(), 0, "{mode:?}: coalescing was off");
 }
 
@@ -141,7 +138,7 @@ async fn coalesced(mode: ConnectionMode) {
 async fn gets_are_coalesced_only_past_coalesce_after() {
     let mode = ConnectionMode::Multiplexed;
     // Every round starts with nothing in flight: its first 16 reads go alone.
-    let default = read_all_concurrently_after(mode, true, None).await;
+    let default = read_all_concurrently(mode, true, None).await;
     let most = 2 * (KEYS as u64 - 16);
     assert!(
         (1..=most).contains(&default.coalesced_gets()),
@@ -149,7 +146,7 @@ async fn gets_are_coalesced_only_past_coalesce_after() {
         default.coalesced_gets()
     );
     // A limit above the reads in flight: every read goes alone.
-    let above = read_all_concurrently_after(mode, true, Some(KEYS + 1)).await;
+    let above = read_all_concurrently(mode, true, Some(KEYS + 1)).await;
     assert_eq!(
         above.coalesced_gets(),
         0,
