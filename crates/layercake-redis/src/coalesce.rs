@@ -45,11 +45,11 @@ use crate::keys::Layout;
 /// Measured side by side on a 2-vCPU VM (docs/benchmarks.md, session 11) against coalescing
 /// from the second `GET` on: with 16 tasks on a two-worker runtime, the hand-written
 /// comparison's uniform workload (most reads going to Redis) ran 1.35–1.45× the glue instead
-/// of 1.28–1.37×, and `RedisBackend::get` at 64 in flight on one thread cost 0.76–0.81× a raw `GET`
-/// instead of 0.90–1.01×. Coalescing early kept at most one lone `GET` and two batches on the
-/// wire: the callers queued behind a round trip while the CPU idled. Never coalescing (every
-/// `GET` alone) cost 1.12–1.19× at 64 in flight. In pool mode the default stays 1: there 16
-/// measured slower at 64 in flight, and 4 or 8 the same as 1.
+/// of 1.28–1.37×, and `RedisBackend::get` at 64 in flight on one thread cost 0.76–0.81× a raw
+/// `GET` instead of 0.90–1.01×. Coalescing early kept at most one lone `GET` and two batches
+/// on the wire: the callers queued behind a round trip while the CPU idled. Never coalescing
+/// (every `GET` alone) cost 1.12–1.19× at 64 in flight. In pool mode the default stays 1:
+/// there 16 measured slower at 64 in flight, and 4 or 8 the same as 1.
 pub(crate) const DEFAULT_DIRECT_MAX: usize = 16;
 
 /// Batches one flusher keeps on the wire at once. One leaves the connection idle while a

@@ -92,10 +92,9 @@ pub struct RedisConfig {
     pub coalesce_gets: bool,
     /// With [`coalesce_gets`](RedisConfig::coalesce_gets), how many lone `GET`s may be in
     /// flight before further concurrent ones join an `MGET` (at least 1; 0 is a `Config`
-    /// error). `None` (the
-    /// default): 16 on a multiplexed connection, which pipelines lone commands and whose
-    /// readers would otherwise queue behind a round trip; 1 in pool mode, where larger limits
-    /// measured no faster (4, 8) or slower (16) at 64 requests in flight.
+    /// error). `None` (the default): 16 on a multiplexed connection, which pipelines lone
+    /// commands and whose readers would otherwise queue behind a round trip; 1 in pool mode,
+    /// where larger limits measured no faster (4, 8) or slower (16) at 64 requests in flight.
     pub coalesce_after: Option<usize>,
     /// The clock that turns an entry's `retain_until` into a `PX` lifetime. Default: system.
     pub clock: SharedClock,
