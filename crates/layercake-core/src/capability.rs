@@ -41,6 +41,11 @@ pub struct Capability {
     /// around a tier's `get` when the tier's read timeout is not shorter (one timer per read,
     /// not two). `None`: unbounded, the composer's timer applies.
     pub get_timeout: Option<std::time::Duration>,
+    /// `set` bounds itself: every call returns (`Ok`, or a `Timeout` / `Unavailable` error)
+    /// within this duration, tags included. The composer then arms no timer of its own around
+    /// a tier's `set` when the tier's write timeout is not shorter (one timer per write, not
+    /// two). `None`: unbounded, the composer's timer applies.
+    pub set_timeout: Option<std::time::Duration>,
     /// `fill`, `delete_with` and `invalidate_with` are the backend's own: a fill checks
     /// versions and tombstones and writes atomically against every writer of the storage the
     /// backend shares ([`shared`](Capability::shared) or not), and removals keep tombstones.
@@ -64,6 +69,7 @@ impl Capability {
         durable: false,
         max_value_bytes: None,
         get_timeout: None,
+        set_timeout: None,
         conditional_fill: false,
     };
 }

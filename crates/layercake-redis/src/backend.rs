@@ -416,6 +416,9 @@ impl Backend for RedisBackend {
         c.durable = false;
         c.max_value_bytes = Some(512 * 1024 * 1024);
         c.get_timeout = Some(self.inner.config.operation_timeout);
+        // A `set` is one command or one pipeline (in a cluster, one per slot, sent together),
+        // each due by one operation timeout from the call's start.
+        c.set_timeout = Some(self.inner.config.operation_timeout);
         c.conditional_fill = true;
         c
     }

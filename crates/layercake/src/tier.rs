@@ -158,6 +158,9 @@ pub(crate) struct Tier {
     /// itself within it ([`Capability::get_timeout`]).
     pub(crate) get_timer: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
+    /// The timer armed around `set`: `write_timeout`, unless the backend bounds its `set` by
+    /// itself within it ([`Capability::set_timeout`]).
+    pub(crate) set_timer: Option<Duration>,
     pub(crate) breaker: Option<Breaker>,
     pub(crate) scope: Scope,
     pub(crate) max_ttl: Option<Duration>,
@@ -211,11 +214,15 @@ impl Tier {
             kind,
             backend,
             read_timeout: opts.read_timeout.unwrap_or(default_read),
-            get_timer: get_timer(
+            get_timer: own_timer(
                 opts.read_timeout.unwrap_or(default_read),
                 capability.get_timeout,
             ),
             write_timeout: opts.write_timeout.unwrap_or(default_write),
+            set_timer: own_timer(
+                opts.write_timeout.unwrap_or(default_write),
+                capability.set_timeout,
+            ),
             breaker: opts.breaker.unwrap_or(default_breaker).map(Breaker::new),
             scope,
             max_ttl: opts.max_ttl,
@@ -267,6 +274,23 @@ impl Tier {
             .await;
         telemetry.tier_read_done(self.position, start, TierRead::of(&r, Option::is_some));
         r
+    }
+
+    /// The tier's `set` of `key` through [`call`](Tier::call) with the `set` timer.
+    pub(crate) async fn set(
+        &self,
+        telemetry: &Telemetry,
+        key: &layercake_core::Key,
+        entry: &layercake_core::Entry,
+    ) -> Result<()> {
+        let write = self.backend.set(key, entry);
+        self.call_within(
+            telemetry,
+            Call::Other { write: true },
+            self.set_timer,
+            write,
+        )
+        .await
     }
 
     fn in_process(&self) -> bool {
@@ -387,9 +411,10 @@ enum Call {
     Other { write: bool },
 }
 
-/// The timer for a tier's `get`: none when the backend's own bound is within the read timeout.
-fn get_timer(read_timeout: Option<Duration>, backend_bound: Option<Duration>) -> Option<Duration> {
-    match (read_timeout, backend_bound) {
+/// The timer the composer arms around a tier's `get` (or `set`): none when the backend's own
+/// bound for the call is within the tier's read (or write) timeout.
+fn own_timer(timeout: Option<Duration>, backend_bound: Option<Duration>) -> Option<Duration> {
+    match (timeout, backend_bound) {
         (Some(t), Some(b)) if b <= t => None,
         (t, _) => t,
     }

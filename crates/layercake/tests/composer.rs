@@ -771,3 +771,76 @@ async fn a_set_writes_the_memory_l1_before_the_tier_below_answers() {
         "L1 holds the value while the tier below has not answered"
     );
 }
+
+/// A tier backend that declares how long its `set` takes at most
+/// ([`Capability::set_timeout`](layercake::Capability::set_timeout)); everything else is the
+/// inner backend's.
+#[derive(Debug)]
+struct DeclaredSetBound {
+    inner: FaultyBackend,
+    set_timeout: Option<Duration>,
+}
+
+#[async_trait::async_trait]
+impl Backend for DeclaredSetBound {
+    fn kind(&self) -> &'static str {
+        "declared"
+    }
+    fn capability(&self) -> layercake::Capability {
+        let mut c = self.inner.capability();
+        c.set_timeout = self.set_timeout;
+        c
+    }
+    async fn get(&self, key: &layercake::Key) -> layercake::Result<Option<layercake::Entry>> {
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &layercake::Key, entry: &layercake::Entry) -> layercake::Result<()> {
+        self.inner.set(key, entry).await
+    }
+    async fn delete(&self, key: &layercake::Key) -> layercake::Result<()> {
+        self.inner.delete(key).await
+    }
+}
+
+/// The composer arms its write timer around a tier's `set` unless the backend bounds the call
+/// itself within the tier's write timeout: one timer per write, not two. (A backend that
+/// declares a bound it does not keep, as here, is trusted: the set then waits.)
+#[tokio::test(start_paused = true)]
+async fn the_write_timer_is_skipped_only_for_a_set_bounded_within_it() {
+    let clock = ManualClock::new();
+    let cache_over = |set_timeout: Option<Duration>| {
+        let below = FaultyBackend::new(mem(&clock), 7);
+        below.handle().inject(Operation::Set, Fault::Hang);
+        Cache::builder("timers")
+            .clock(Arc::new(clock.clone()))
+            .tier_with(
+                Arc::new(DeclaredSetBound {
+                    inner: below,
+                    set_timeout,
+                }),
+                TierOptions::new()
+                    .scope(Scope::Shared)
+                    .write_timeout(Some(Duration::from_millis(50))),
+            )
+            .build()
+            .unwrap()
+    };
+    let waited = |cache: Cache| async move {
+        tokio::time::timeout(Duration::from_secs(5), cache.set("k", 1u32)).await
+    };
+    // No bound, or one longer than the tier's write timeout: the tier's 50 ms timer ends it.
+    for declared in [None, Some(Duration::from_secs(1))] {
+        let e = waited(cache_over(declared))
+            .await
+            .expect("the composer's timer fires")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{declared:?}: {e}");
+    }
+    // A bound within it: no timer of the composer's around the call.
+    assert!(
+        waited(cache_over(Some(Duration::from_millis(50))))
+            .await
+            .is_err(),
+        "no composer timer: only the test's own 5 s limit ends the hanging set"
+    );
+}

@@ -118,7 +118,7 @@ impl Cache {
                 return Ok(false);
             }
             self.inner.recent_fills.record(key, 1 << tier.position);
-            let written = tier.call(tel, true, tier.backend.set(key, &entry)).await;
+            let written = tier.set(tel, key, &entry).await;
             if written.is_ok() && epochs.changed_since(key, snap) {
                 let _ = tier.call(tel, true, tier.backend.delete(key)).await;
                 return Ok(false);
@@ -130,15 +130,11 @@ impl Cache {
                 None => Ok(true),
                 Some((k, e)) => {
                     tel.write_behind_full(tier.position);
-                    tier.call(tel, true, tier.backend.set(&k, &e))
-                        .await
-                        .map(|()| true)
+                    tier.set(tel, &k, &e).await.map(|()| true)
                 }
             };
         }
-        tier.call(tel, true, tier.backend.set(key, &entry))
-            .await
-            .map(|()| true)
+        tier.set(tel, key, &entry).await.map(|()| true)
     }
 
     /// Write `entry` to every tier of `targets` at once; the results in the order of `targets`.
