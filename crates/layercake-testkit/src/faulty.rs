@@ -201,7 +201,10 @@ enum End {
 /// Contract:
 /// - with no rule set, behaves exactly like the inner backend, forwarding every method
 ///   (defaulted ones included: a `get_many` stays a `get_many`);
-/// - `kind`, `capability` and `corrupt_reads` are the inner backend's and never faulted;
+/// - `kind`, `capability` and `corrupt_reads` are the inner backend's and never faulted, except
+///   that the capability declares no self-imposed bound (`get_timeout` and `set_timeout` are
+///   `None`): an injected delay or hang breaks any bound the inner backend keeps, so the
+///   composer must arm its own timers around this backend;
 /// - an injected error names the inner backend's kind and the operation in its message.
 #[derive(Debug, Clone)]
 pub struct FaultyBackend {
@@ -272,7 +275,10 @@ impl Backend for FaultyBackend {
         self.inner.kind()
     }
     fn capability(&self) -> Capability {
-        self.inner.capability()
+        let mut c = self.inner.capability();
+        c.get_timeout = None;
+        c.set_timeout = None;
+        c
     }
     async fn get(&self, key: &Key) -> Result<Option<Entry>> {
         let flip_it = self.before(Operation::Get).await?;
@@ -489,6 +495,41 @@ mod tests {
             inner.get(&key("a")).await.unwrap().unwrap().value.as_ref(),
             b"\x00\x0f"
         );
+    }
+
+    /// A backend that declares bounds on its own `get` and `set`.
+    #[derive(Debug)]
+    struct Bounded;
+
+    #[async_trait]
+    impl Backend for Bounded {
+        fn kind(&self) -> &'static str {
+            "bounded"
+        }
+        fn capability(&self) -> Capability {
+            let mut c = Capability::MINIMAL;
+            c.get_timeout = Some(Duration::from_millis(10));
+            c.set_timeout = Some(Duration::from_millis(10));
+            c.tag_invalidation = true;
+            c
+        }
+        async fn get(&self, _: &Key) -> Result<Option<Entry>> {
+            Ok(None)
+        }
+        async fn set(&self, _: &Key, _: &Entry) -> Result<()> {
+            Ok(())
+        }
+        async fn delete(&self, _: &Key) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_faulty_wrapper_declares_no_bound_of_its_own() {
+        let f = FaultyBackend::new(Arc::new(Bounded), 1);
+        let c = f.capability();
+        assert_eq!((c.get_timeout, c.set_timeout), (None, None));
+        assert!(c.tag_invalidation, "the rest is the inner backend's");
     }
 
     #[tokio::test]
