@@ -374,10 +374,9 @@ fn glue_section(s: &mut String, results: &Results) {
          layercake: a memory L1 bounded to the same number of entries (its byte bound is that \
          many times the mean weight of a sample of the workload's entries) over the Redis tier, \
          default options but OpenTelemetry off and the Redis operation timeout and the tier's \
-         read timeout at 2 s. Both sides on a \
-         Tokio multi-thread runtime of 2 workers, 16 tasks, 90 % `get_or_compute` / 10 % `set` \
-         over 50 000 keys of ~1 KiB, all of them in Redis beforehand (each side under its own \
-         prefix); interleaved rounds. The ratio is **layercake's throughput / the hand-written \
+         read timeout at 2 s. Both sides on a Tokio multi-thread runtime of 2 workers, 16 \
+         tasks, 90 % `get_or_compute` / 10 % `set` over 50 000 keys of ~1 KiB, all of them in \
+         Redis beforehand (each side under its own prefix); interleaved rounds. The ratio is **layercake's throughput / the hand-written \
          one** (higher is better; the median of the per-round ratios, range in brackets).\n",
         crate::handwritten::L1_ENTRIES
     );
