@@ -497,41 +497,6 @@ mod tests {
         );
     }
 
-    /// A backend that declares bounds on its own `get` and `set`.
-    #[derive(Debug)]
-    struct Bounded;
-
-    #[async_trait]
-    impl Backend for Bounded {
-        fn kind(&self) -> &'static str {
-            "bounded"
-        }
-        fn capability(&self) -> Capability {
-            let mut c = Capability::MINIMAL;
-            c.get_timeout = Some(Duration::from_millis(10));
-            c.set_timeout = Some(Duration::from_millis(10));
-            c.tag_invalidation = true;
-            c
-        }
-        async fn get(&self, _: &Key) -> Result<Option<Entry>> {
-            Ok(None)
-        }
-        async fn set(&self, _: &Key, _: &Entry) -> Result<()> {
-            Ok(())
-        }
-        async fn delete(&self, _: &Key) -> Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_faulty_wrapper_declares_no_bound_of_its_own() {
-        let f = FaultyBackend::new(Arc::new(Bounded), 1);
-        let c = f.capability();
-        assert_eq!((c.get_timeout, c.set_timeout), (None, None));
-        assert!(c.tag_invalidation, "the rest is the inner backend's");
-    }
-
     #[tokio::test]
     async fn every_method_is_forwarded_natively() {
         let (f, _h, log) = setup(1);

@@ -837,3 +837,29 @@ async fn the_write_timer_is_skipped_only_for_a_set_bounded_within_it() {
         "no composer timer: only the test's own 5 s limit ends the hanging set"
     );
 }
+
+/// A fault-injecting wrapper can delay or hang any call, so it passes on no bound of the inner
+/// backend's: the composer keeps its write timer around a faulty tier.
+#[tokio::test(start_paused = true)]
+async fn a_faulty_tier_keeps_the_write_timer_its_inner_backend_would_spare() {
+    let inner = Arc::new(SetNeverAnswers {
+        set_timeout: Some(Duration::from_millis(50)),
+    });
+    let faulty = FaultyBackend::new(inner, 8);
+    let declared = faulty.capability();
+    assert_eq!((declared.get_timeout, declared.set_timeout), (None, None));
+    let cache = Cache::builder("faulty-timers")
+        .tier_with(
+            Arc::new(faulty),
+            TierOptions::new()
+                .scope(Scope::Shared)
+                .write_timeout(Some(Duration::from_millis(50))),
+        )
+        .build()
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), cache.set("k", 1u32))
+        .await
+        .expect("the composer's timer fires")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+}
